@@ -1,0 +1,53 @@
+# wmtp_nb: every target sets itself up on a fresh machine (python3 >= 3.10, pip, no GPU needed).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install test sync nbtest pytest docs lab demo assets clean help
+
+help:
+	@echo "make test   - set up .venv, check notebooks/library sync, run nbdev_test, build docs, run pytest"
+	@echo "make demo   - build micro models + embedded data, train all stages, evaluate, analyse (runs/)"
+	@echo "make docs   - build the docs site offline into _docs/"
+	@echo "make lab    - JupyterLab on localhost with the project's environment"
+
+# (Re)create the virtual environment when the dependency list changes.
+$(STAMP): settings.ini setup.py pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade "pip>=24"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Library and notebooks in sync, notebooks clean (checked in a scratch copy: the working tree is never touched).
+sync: install
+	$(PY) tools/check_sync.py
+
+nbtest: install
+	$(BIN)/nbdev_test --n_workers 2 --timing
+
+pytest: install
+	$(PY) -m pytest -q
+
+docs: install
+	$(PY) tools/build_docs.py
+
+test: install
+	@start=$$(date +%s); \
+	$(MAKE) --no-print-directory sync && \
+	$(MAKE) --no-print-directory nbtest && \
+	$(MAKE) --no-print-directory docs && \
+	$(MAKE) --no-print-directory pytest && \
+	echo "make test: all passed in $$(( $$(date +%s) - start ))s"
+
+lab: install
+	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir nbs
+
+clean:
+	rm -rf _docs _proc .pytest_cache .hypothesis

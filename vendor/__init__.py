@@ -1,0 +1,1 @@
+"""Third-party model layouts, implemented by us so that published checkpoints load unchanged."""

@@ -1,0 +1,1 @@
+"""Meta's multi-token-prediction LLaMA layout (facebook/multi-token-prediction), our own trainable implementation."""
