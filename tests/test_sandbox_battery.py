@@ -3,7 +3,7 @@
 Subprocess-heavy, so it lives in pytest rather than in the notebook. The last test checks that no process started by
 the battery is left (the harness marks its children with WMTP_SANDBOX=<harness pid>; the leased uids are a known range).
 """
-import gzip, json, os, signal, socket, tempfile, threading, time
+import contextlib, gzip, json, os, signal, socket, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 
 import pytest
@@ -41,18 +41,16 @@ def _battery_processes() -> list[str]:
 def test_infinite_loop():
     r = run_program("while True: pass", timeout=1.0)
     assert (r.status, r.reason) == ("timed_out", "wall-clock timeout (1 s)")
-    assert r.duration < 2.5
 
 
 def test_sleeping_forever_is_wall_clock_timed_out():
     r = check_program("import time\ntime.sleep(1000)", "pass", timeout=0.5)
-    assert r.status == "timed_out" and r.duration < 2
+    assert (r.status, r.reason) == ("timed_out", "wall-clock timeout (0.5 s)")
 
 
 def test_cpu_limit_below_wall_clock():
-    r = run_program("while True: pass", timeout=5.0, cpu_s=1)
-    assert r.status == "timed_out" and "CPU" in r.reason, r
-    assert r.duration < 4.5
+    r = run_program("while True: pass", timeout=60.0, cpu_s=1)  # the CPU limit fires first, however loaded the machine
+    assert (r.status, r.reason) == ("timed_out", "CPU time limit (1 s)"), r
 
 
 # ---------------------------------------------------------------- processes
@@ -100,8 +98,8 @@ if os.fork() == 0:
     os._exit(0)
 print("parent done")
 """
-    r = run_program(prog, timeout=3.0)
-    assert r.status == "passed" and r.duration < 2.5, r  # returns as soon as the program exits
+    r = run_program(prog, timeout=30.0)
+    assert r.status == "passed" and r.duration < 15, r  # returns when the program exits, not at the timeout
     assert _battery_processes() == []
 
 
@@ -134,7 +132,7 @@ def test_printing_100_mb():
     assert r.status == "failed" and r.reason == "output limit: stdout exceeded 65536 bytes", r
     assert len(r.stdout) < 70_000 and r.stdout.endswith("[... output truncated]")
     r = run_program("import sys\nwhile True: sys.stderr.write('y' * 1000)", timeout=10.0, max_output_bytes=1 << 16)
-    assert r.status == "failed" and "stderr exceeded" in r.reason and r.duration < 5, r
+    assert r.status == "failed" and r.reason == "output limit: stderr exceeded 65536 bytes", r
 
 
 # ---------------------------------------------------------------- files outside the scratch dir, secrets
@@ -310,6 +308,32 @@ def test_concurrent_runs_get_distinct_uids():
     rs = run_many([dict(source="import os, time\nprint(os.getuid())\ntime.sleep(0.5)") for _ in range(4)], workers=2)
     uids = [int(r.stdout) for r in rs]
     assert len(set(uids[:2])) == 2 and len(set(uids[2:])) == 2, uids
+
+
+def test_harness_killed_mid_run_leaves_nothing():
+    if not sandbox_capabilities()["pid_ns"]: pytest.skip("no PID namespace: leftovers are swept at the next lease")
+    code = "from wmtp_nb.sandbox import run_program\nrun_program('open(\"junk\", \"w\").write(\"x\")\\nimport time\\ntime.sleep(120)', timeout=120)"
+    harness = subprocess.Popen([sys.executable, "-c", code])
+    marker = f"WMTP_SANDBOX={harness.pid}".encode()
+
+    def started() -> list[int]:
+        pids = []
+        for d in Path("/proc").iterdir():
+            with contextlib.suppress(OSError):
+                if d.name.isdigit() and marker in (d / "environ").read_bytes().split(b"\0"): pids.append(int(d.name))
+        return pids
+    for _ in range(200):
+        if len(started()) >= 3: break  # launcher, init, program
+        time.sleep(0.05)
+    assert len(started()) >= 3, started()
+    harness.kill(); harness.wait()
+    for _ in range(100):
+        if not started(): break
+        time.sleep(0.05)
+    assert started() == []
+    left = list(Path(tempfile.gettempdir()).glob(f"wmtp_sbx_{harness.pid}_*"))  # the killed harness could not clean
+    assert all(not any(d.iterdir()) for d in left), left  # ... but nothing the program wrote reached the host
+    for d in left: d.rmdir()
 
 
 # ---------------------------------------------------------------- afterwards: nothing left
