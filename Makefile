@@ -49,6 +49,7 @@ test: install
 # Micro models (tokenizer + micro-mtp + micro-ref) under storage/models_v2/; skipped when built and verified.
 assets: install
 	$(BIN)/wmtp_build_micro
+	$(BIN)/wmtp_prepare_data
 
 lab: install
 	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir nbs
