@@ -46,6 +46,10 @@ test: install
 	$(MAKE) --no-print-directory pytest && \
 	echo "make test: all passed in $$(( $$(date +%s) - start ))s"
 
+# Micro models (tokenizer + micro-mtp + micro-ref) under storage/models_v2/; skipped when built and verified.
+assets: install
+	$(BIN)/wmtp_build_micro
+
 lab: install
 	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir nbs
 
