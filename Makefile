@@ -56,7 +56,8 @@ assets: install
 PAPERMILL := $(PY) -m papermill --log-output -k python3
 demo: assets
 	@start=$$(date +%s); \
-	$(PAPERMILL) nbs/train.ipynb runs/demo-critic.ipynb -p stage critic -p run_name demo-critic && \
+	$(PAPERMILL) nbs/train.ipynb runs/demo-critic.ipynb -p stage critic -p run_name demo-critic \
+		-y "overrides: [training.max_steps=32, training.batch_size=4, data.n_samples=128]" && \
 	$(PAPERMILL) nbs/train.ipynb runs/demo-verifiable.ipynb -p stage verifiable -p run_name demo-verifiable \
 		-y "overrides: [models.init_from=demo-critic]" && \
 	$(PAPERMILL) nbs/train.ipynb runs/demo-rho1.ipynb -p stage rho1 -p run_name demo-rho1 && \

@@ -3,14 +3,18 @@ import json, os, subprocess, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+_TOKENIZER: Path | None = None
 
 
 def build(root: Path) -> Path:
     "storage/ under `root`: models_v2/{tiny-mtp,tiny-ref} (shared tokenizer) and datasets_v2/tiny (24 records)."
     from wmtp_nb.micro import make_tiny_model
     from wmtp_nb.tokenizer import train_code_tokenizer
+    global _TOKENIZER
     storage = root / "storage"
-    tok = train_code_tokenizer(root / "tok.model", vocab_size=512, sources=("mbpp",), max_bytes=150_000)
+    if _TOKENIZER is None or not _TOKENIZER.is_file():  # trained once per test session (the slow part)
+        _TOKENIZER = train_code_tokenizer(root / "tok.model", vocab_size=512, sources=("mbpp",), max_bytes=150_000)
+    tok = _TOKENIZER
     make_tiny_model(storage / "models_v2" / "tiny-mtp", tok, dim=64, n_layers=6, n_heads=4, n_future_tokens=4, seed=0)
     make_tiny_model(storage / "models_v2" / "tiny-ref", tok, dim=64, n_layers=2, n_heads=4, seed=1, layout="hf")
     d = storage / "datasets_v2" / "tiny" / "processed"

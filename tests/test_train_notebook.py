@@ -2,7 +2,12 @@
 import subprocess, sys
 
 import nbformat
+import pytest
 import yaml
+
+# The data layer (issue 5: wmtp_nb.sampling, wmtp_nb.collate) is built in parallel; until it is merged these
+# end-to-end tests are skipped rather than faked.
+pytest.importorskip("wmtp_nb.sampling"); pytest.importorskip("wmtp_nb.collate")
 
 from _train_assets import ROOT, build, overrides
 

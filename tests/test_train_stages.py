@@ -6,13 +6,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+# The data layer (issue 5: wmtp_nb.sampling, wmtp_nb.collate) is built in parallel; until it is merged these
+# end-to-end tests are skipped rather than faked.
+pytest.importorskip("wmtp_nb.sampling"); pytest.importorskip("wmtp_nb.collate")
+
 from _train_assets import ROOT, build, overrides, run_cli
 from wmtp_nb.config import load_config
 from wmtp_nb.files import read_jsonl
 from wmtp_nb.train import build_adapter, train
 
-REPEAT = {"data.n_samples": 2, "training.batch_size": 2, "training.grad_accum": 1, "training.max_steps": 30,
-          "training.lr": 3e-3, "training.warmup_steps": 2, "training.save_every": 30, "mlflow.enabled": "false",
+REPEAT = {"data.n_samples": 2, "training.batch_size": 2, "training.grad_accum": 1, "training.max_steps": 20,
+          "training.lr": 3e-3, "training.warmup_steps": 2, "training.save_every": 20, "mlflow.enabled": "false",
           "weighting.running_stats": "false"}
 
 

@@ -6,6 +6,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+# The data layer (issue 5: wmtp_nb.sampling, wmtp_nb.collate) is built in parallel; until it is merged these
+# end-to-end tests are skipped rather than faked.
+pytest.importorskip("wmtp_nb.sampling"); pytest.importorskip("wmtp_nb.collate")
+
 from _train_assets import ROOT, build, overrides, run_cli
 
 
@@ -36,7 +40,7 @@ def test_two_process_gloo_run(assets):
 
 def test_kill_and_resume_matches_uninterrupted(assets):
     root, st = assets
-    steps = 40
+    steps = 24
     common = {"training.max_steps": steps, "training.save_every": 1, "training.grad_accum": 1, "mlflow.enabled": "false",
               "data.sampling": "all", "data.n_samples": 24, "checkpoint.keep": 0}
     r = run_cli(["--config", "configs/verifiable.yaml", "--override",
