@@ -51,6 +51,21 @@ assets: install
 	$(BIN)/wmtp_build_micro
 	$(BIN)/wmtp_prepare_data
 
+# The embedded demo: every stage on the local-light preset (micro models, embedded verifiable MBPP data, CPU, one
+# process) through papermill; executed notebooks, checkpoints, metrics, plots and the MLflow store land in runs/.
+# Runs are resumable: re-running skips finished stages (delete runs/demo-* to train again).
+PAPERMILL := $(PY) -m papermill --log-output -k python3
+demo: assets
+	@start=$$(date +%s); \
+	$(PAPERMILL) nbs/train.ipynb runs/demo-critic.ipynb -p stage critic -p run_name demo-critic \
+		-y "overrides: [training.max_steps=32, training.batch_size=4, data.n_samples=128]" && \
+	$(PAPERMILL) nbs/train.ipynb runs/demo-verifiable.ipynb -p stage verifiable -p run_name demo-verifiable \
+		-y "overrides: [models.init_from=demo-critic]" && \
+	$(PAPERMILL) nbs/train.ipynb runs/demo-rho1.ipynb -p stage rho1 -p run_name demo-rho1 && \
+	$(PAPERMILL) nbs/train.ipynb runs/demo-baseline.ipynb -p stage baseline -p run_name demo-baseline && \
+	echo "demo: training (critic -> verifiable, rho1, baseline) done in $$(( $$(date +%s) - start ))s; see runs/demo-*"
+	@# --- evaluation and analysis of runs/demo-{verifiable,rho1,baseline} (issue 8) go here ---
+
 lab: install
 	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir nbs
 
