@@ -2,14 +2,15 @@
 
     python bench/generate.py                                   # storage/models_v2/micro-mtp (random weights)
     python bench/generate.py --model runs/baseline-local/best  # a trained checkpoint
-    python bench/generate.py --train_steps 300                 # first fit a copy to MBPP code for 300 steps
+    python bench/generate.py --train_steps 300                 # first fit the model to MBPP code for 300 steps
+    python bench/generate.py --tiny_dim 128 --train_steps 400  # a tiny model (512-piece tokenizer) fitted first
 
 Prints tokens/s of both decoders on the same HumanEval prompts, the speed-up, the mean tokens per forward and the
 draft acceptance rate, and checks that both produce the same tokens. A random-weight model has unrelated heads, so
 its drafts are almost never accepted and self-speculation costs (it runs all heads on a block of tokens); the heads of
 a trained MTP model agree often, and each forward then yields several tokens.
 """
-import argparse, json, random, sys, time
+import argparse, json, sys, tempfile, time
 from pathlib import Path
 
 import torch
@@ -17,6 +18,8 @@ import torch
 from wmtp_nb.evaluate import humaneval_tasks, load_policy, mbpp_tasks
 from wmtp_nb.files import project_root
 from wmtp_nb.generate import generate_ids, speculative_greedy_ids
+from wmtp_nb.micro import make_tiny_model
+from wmtp_nb.tokenizer import train_code_tokenizer
 
 
 def fit_briefly(model, tok, steps: int, seq_len: int = 256, batch: int = 8, lr: float = 3e-3, seed: int = 0) -> float:
@@ -38,7 +41,7 @@ def fit_briefly(model, tok, steps: int, seq_len: int = 256, batch: int = 8, lr: 
         if step % 50 == 0 or step == steps - 1:
             print(f"  fit step {step:4d}  MTP loss {loss.item():.3f}", flush=True)
     model.eval()
-    return float(loss)
+    return loss.item()
 
 
 def main():
@@ -47,11 +50,17 @@ def main():
     ap.add_argument("--prompts", type=int, default=8, help="HumanEval prompts")
     ap.add_argument("--max_new_tokens", type=int, default=128)
     ap.add_argument("--train_steps", type=int, default=0, help="fit the model to MBPP code first (0: as loaded)")
+    ap.add_argument("--tiny_dim", type=int, default=0,
+                    help="instead of --model: a random tiny model of this width (6 layers, 4 heads, 512-piece tokenizer)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    if a.tiny_dim:
+        tmp = Path(tempfile.mkdtemp(prefix="bench-generate-"))
+        tok_path = train_code_tokenizer(tmp / "tok.model", vocab_size=512, sources=("mbpp", "humaneval"))
+        a.model = str(make_tiny_model(tmp / "tiny", tok_path, dim=a.tiny_dim, n_layers=6, n_heads=4, seed=0))
     model, tok = load_policy(a.model)
     print(f"model {a.model}: {sum(p.numel() for p in model.parameters()) / 1e6:.1f} M params, "
           f"{model.n_future_tokens} heads, torch threads {torch.get_num_threads()}")
