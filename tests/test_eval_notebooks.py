@@ -1,7 +1,7 @@
 """The papermill notebooks (evaluate, analysis_passk, analysis_weights) run end to end on a small fake-but-realistic
 runs/ layout: three experiments (+ critic) with config.yaml, metrics.jsonl in training's format, tiny checkpoints
 (the verifiable one with a value head), evaluation reports; each must write its PNGs."""
-import json, subprocess, sys
+import json, os, subprocess, sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,8 @@ def _papermill(root, nb, out, **params):
     args = [sys.executable, "-m", "papermill", str(root / "nbs" / nb), str(out), "-k", "python3", "--cwd", str(root)]
     for k, v in params.items():
         args += ["-p", k, str(v)]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # tiny models: threads only spin on a busy machine
+    r = subprocess.run(args, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     return json.loads(Path(out).read_text())
 
