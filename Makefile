@@ -64,7 +64,15 @@ demo: assets
 	$(PAPERMILL) nbs/train.ipynb runs/demo-rho1.ipynb -p stage rho1 -p run_name demo-rho1 && \
 	$(PAPERMILL) nbs/train.ipynb runs/demo-baseline.ipynb -p stage baseline -p run_name demo-baseline && \
 	echo "demo: training (critic -> verifiable, rho1, baseline) done in $$(( $$(date +%s) - start ))s; see runs/demo-*"
-	@# --- evaluation and analysis of runs/demo-{verifiable,rho1,baseline} (issue 8) go here ---
+	@start=$$(date +%s); \
+	for r in baseline verifiable rho1; do \
+		ref=""; [ $$r = rho1 ] && ref="-p reference_path storage/models_v2/micro-ref"; \
+		$(PAPERMILL) nbs/evaluate.ipynb runs/demo-eval-$$r.ipynb -p model_path runs/demo-$$r/best \
+			-p n 5 -p limit 20 -p max_new_tokens 128 -p ks 1,5 $$ref || exit 1; \
+	done; \
+	$(PAPERMILL) nbs/analysis_weights.ipynb runs/analysis_weights.ipynb && \
+	$(PAPERMILL) nbs/analysis_passk.ipynb runs/analysis_passk.ipynb && \
+	echo "demo: evaluation + analysis done in $$(( $$(date +%s) - start ))s; reports in runs/demo-*/eval, plots in runs/analysis"
 
 lab: install
 	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir nbs
