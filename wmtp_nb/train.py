@@ -18,7 +18,7 @@ from fastcore.script import Param, call_parse, store_true
 
 from .config import (Config, ConfigError, dump_config, flatten_config, load_config, model_path, dataset_path,
                             runs_root)
-from .files import atomic_write_json, atomic_write_text, project_root, read_jsonl, sha256_file
+from .files import atomic_write_json, atomic_write_text, progress_bar, project_root, read_jsonl, runs_dir, sha256_file
 from .runtime import (DistInfo, autocast, barrier, broadcast_object, broadcast_parameters, configure_backends,
                              init_distributed, mean_across_ranks, seed_everything, set_gradient_sync, shard_model,
                              shutdown_distributed, sync_gradients, apply_activation_checkpointing)
@@ -31,8 +31,8 @@ from .weighting import (RunningStats, align_to_heads, build_weights, compute_gae
 __all__ = ['PreHeads', 'HeadWeights', 'STAGES', 'MTPPass', 'loss_denominator', 'naive_mtp_loss', 'efficient_mtp_loss',
            'lr_factor', 'make_optimizer', 'MicroBatches', 'tokenizer_identity', 'reference_token_ce',
            'ReferenceCECache', 'Stage', 'CriticStage', 'VerifiableStage', 'rho1_keep_counts', 'Rho1Stage',
-           'tracking_uri', 'RunLogger', 'resolve_init', 'build_adapter', 'build_rho1', 'param_fingerprint',
-           'check_ranks_agree', 'default_run_name', 'train', 'main']
+           'tracking_uri', 'mlflow_experiment', 'RunLogger', 'resolve_init', 'build_adapter', 'build_rho1',
+           'param_fingerprint', 'check_ranks_agree', 'default_run_name', 'train', 'main']
 
 # %% ../nbs/13_train.ipynb #1e14bf33
 @dataclass
@@ -384,11 +384,33 @@ class Rho1Stage(Stage):
 
 STAGES = {"baseline": Stage, "critic": CriticStage, "verifiable": VerifiableStage, "rho1": Rho1Stage}
 
-# %% ../nbs/13_train.ipynb #8a407a9f
-def tracking_uri(cfg: Config) -> str:
-    "Where MLflow logs: config, else $MLFLOW_TRACKING_URI, else `file:<runs>/mlruns`."
-    return cfg.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (runs_root(cfg) / "mlruns").resolve().as_uri()
+# %% ../nbs/13_train.ipynb #1c7e4a90
+def tracking_uri(configured: str | None = None, runs: str | Path | None = None) -> str:
+    "Where MLflow logs: `configured` (config `mlflow.tracking_uri`), else $MLFLOW_TRACKING_URI, else `sqlite:///<runs>/mlflow.db`."
+    if configured:
+        return configured
+    if env := os.environ.get("MLFLOW_TRACKING_URI"):
+        return env
+    return f"sqlite:///{(Path(runs) if runs is not None else runs_dir()).resolve() / 'mlflow.db'}"
 
+# %% ../nbs/13_train.ipynb #5d2f8b13
+def mlflow_experiment(uri: str, name: str) -> str:
+    "Point MLflow at `uri` and make `name` the active experiment (created, with a local SQLite store's artifacts in `mlartifacts/` beside it); returns its id."
+    import fcntl, mlflow
+    mlflow.set_tracking_uri(uri)
+    db = uri.removeprefix("sqlite:///").split("?")[0] if uri.startswith("sqlite:///") else ""
+    if not db or db == ":memory:":       # a server or another database: it decides where artifacts go
+        return mlflow.set_experiment(name).experiment_id
+    db = Path(db).resolve()
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)    # one process at a time creates the tables and the experiment
+        client = mlflow.MlflowClient(uri)
+        exp = client.get_experiment_by_name(name)
+        eid = exp.experiment_id if exp else client.create_experiment(name, artifact_location=str(db.parent / "mlartifacts"))
+    return mlflow.set_experiment(experiment_id=eid).experiment_id
+
+# %% ../nbs/13_train.ipynb #8a407a9f
 class RunLogger:
     "metrics.jsonl + MLflow for one run (create on rank 0 only)."
     def __init__(self, cfg: Config, run_dir: Path, resume_step: int | None = None):
@@ -402,10 +424,7 @@ class RunLogger:
         self.mlflow = None
         if cfg.mlflow.enabled:
             import mlflow
-            uri = tracking_uri(cfg)
-            if uri.startswith("file:"): os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            mlflow.set_tracking_uri(uri)
-            mlflow.set_experiment(cfg.mlflow.experiment)
+            mlflow_experiment(tracking_uri(cfg.mlflow.tracking_uri, runs_root(cfg)), cfg.mlflow.experiment)
             id_file = self.run_dir / "mlflow_run_id"
             run_id = id_file.read_text().strip() if (resume_step is not None and id_file.is_file()) else None
             run = mlflow.start_run(run_id=run_id, run_name=None if run_id else self.run_dir.name,
@@ -481,7 +500,7 @@ def build_rho1(cfg: Config, adapter: nn.Module, data: MicroBatches, info: DistIn
         ref = ReferenceModel.from_pretrained(ref_dir, device=info.device)
         tokenizer_identity(adapter.tokenizer_path, ref.tokenizer_path)
         bs = cfg.training.batch_size
-        for j in range(0, len(missing), bs):
+        for j in progress_bar(range(0, len(missing), bs), desc="rho1: reference CE", enabled=cfg.training.progress, unit="batch"):
             idx = np.asarray(missing[j: j + bs])
             b = data.collate(data.reader.take(idx.tolist()))
             with autocast(info.device, cfg.runtime.dtype):
