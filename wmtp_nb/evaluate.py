@@ -267,19 +267,29 @@ def report_metrics(report: dict) -> dict[str, float]:
 def log_report_mlflow(report: dict, out_dir: str | Path | None = None, uri: str | None = None,
                       experiment: str = "evaluation", run_name: str | None = None) -> str:
     "Log a report's metrics, its parameters and (if `out_dir`) its files as one MLflow run in `uri` (default: `tracking_uri()`); returns the run id."
-    import mlflow
-    mlflow_experiment(uri or tracking_uri(), experiment)
-    with mlflow.start_run(run_name=run_name or report.get("run") or report["dataset"]) as run:
-        mlflow.set_tags({"dataset": str(report["dataset"]), "prompt_convention": str(report.get("prompt_convention")),
-                         "model": str(report.get("model"))})
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking.context.registry import resolve_tags
+    uri = uri or tracking_uri()
+    experiment_id = mlflow_experiment(uri, experiment)  # first: it creates a fresh store under its lock
+    client = MlflowClient(uri)
+    tags = {"dataset": str(report["dataset"]), "prompt_convention": str(report.get("prompt_convention")),
+            "model": str(report.get("model"))}
+    run_id = client.create_run(experiment_id, run_name=run_name or report.get("run") or report["dataset"],
+                               tags=resolve_tags(tags)).info.run_id
+    try:
         params = {"n_tasks": report["n_tasks"], "seed": report.get("seed"), **(report.get("sampling") or {})}
-        mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in params.items()})
-        mlflow.log_metrics(report_metrics(report))
-        if out_dir is not None:
-            for f in ("report.json", "results.jsonl"):
-                if (Path(out_dir) / f).is_file():
-                    mlflow.log_artifact(str(Path(out_dir) / f))
-    return run.info.run_id
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in report_metrics(report).items()],
+                         params=[Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in params.items()])
+        for f in ("report.json", "results.jsonl"):
+            if out_dir is not None and (Path(out_dir) / f).is_file():
+                client.log_artifact(run_id, str(Path(out_dir) / f))
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id
 
 # %% ../nbs/15_evaluate.ipynb #48e1f5d2
 def load_policy(model_path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None):

@@ -395,20 +395,26 @@ def tracking_uri(configured: str | None = None, runs: str | Path | None = None) 
 
 # %% ../nbs/13_train.ipynb #5d2f8b13
 def mlflow_experiment(uri: str, name: str) -> str:
-    "Point MLflow at `uri` and make `name` the active experiment (created, with a local SQLite store's artifacts in `mlartifacts/` beside it); returns its id."
-    import fcntl, mlflow
-    mlflow.set_tracking_uri(uri)
-    db = uri.removeprefix("sqlite:///").split("?")[0] if uri.startswith("sqlite:///") else ""
-    if not db or db == ":memory:":       # a server or another database: it decides where artifacts go
-        return mlflow.set_experiment(name).experiment_id
-    db = Path(db).resolve()
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)    # one process at a time creates the tables and the experiment
-        client = mlflow.MlflowClient(uri)
-        exp = client.get_experiment_by_name(name)
-        eid = exp.experiment_id if exp else client.create_experiment(name, artifact_location=str(db.parent / "mlartifacts"))
-    return mlflow.set_experiment(experiment_id=eid).experiment_id
+    "Id of experiment `name` in the store at `uri`, created if missing (a local SQLite store: under a file lock, artifacts in `mlartifacts/` beside it)."
+    import fcntl
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    path = uri.removeprefix("sqlite:///").split("?")[0] if uri.startswith("sqlite:///") else ""
+    db = Path(path).resolve() if path not in ("", ":memory:") else None   # None: a server decides where artifacts go
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") if db is not None else nullcontext() as lock:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)    # one process at a time creates the tables and the experiment
+        client = MlflowClient(uri)
+        if exp := client.get_experiment_by_name(name):
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=str(db.parent / "mlartifacts") if db else None)
+        except MlflowException:                 # a shared server: another process created it meanwhile
+            if exp := client.get_experiment_by_name(name):
+                return exp.experiment_id
+            raise
 
 # %% ../nbs/13_train.ipynb #8a407a9f
 class RunLogger:
@@ -421,34 +427,41 @@ class RunLogger:
             atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in keep))
         elif resume_step is None and self.jsonl.exists():
             self.jsonl.unlink()
-        self.mlflow = None
+        self.client = self.run_id = None
         if cfg.mlflow.enabled:
-            import mlflow
-            mlflow_experiment(tracking_uri(cfg.mlflow.tracking_uri, runs_root(cfg)), cfg.mlflow.experiment)
+            from mlflow import MlflowClient
+            from mlflow.entities import Param
+            from mlflow.tracking.context.registry import resolve_tags
+            uri = tracking_uri(cfg.mlflow.tracking_uri, runs_root(cfg))
+            experiment_id = mlflow_experiment(uri, cfg.mlflow.experiment)
+            self.client = MlflowClient(uri)
             id_file = self.run_dir / "mlflow_run_id"
-            run_id = id_file.read_text().strip() if (resume_step is not None and id_file.is_file()) else None
-            run = mlflow.start_run(run_id=run_id, run_name=None if run_id else self.run_dir.name,
-                                   tags={"stage": cfg.experiment.stage, **cfg.experiment.tags})
-            atomic_write_text(id_file, run.info.run_id)
-            if run_id is None:
-                params = flatten_config(cfg)
-                mlflow.log_params({k: v[:6000] for k, v in params.items()})
-                mlflow.log_text(dump_config(cfg), "config.yaml")
-            self.mlflow, self.run_id = mlflow, run.info.run_id
+            if resume_step is not None and id_file.is_file():
+                self.run_id = id_file.read_text().strip()
+                self.client.update_run(self.run_id, status="RUNNING")
+                return
+            run = self.client.create_run(experiment_id, run_name=self.run_dir.name,
+                                         tags=resolve_tags({"stage": cfg.experiment.stage, **cfg.experiment.tags}))
+            self.run_id = run.info.run_id
+            atomic_write_text(id_file, self.run_id)
+            self.client.log_batch(self.run_id, params=[Param(k, v[:6000]) for k, v in flatten_config(cfg).items()])
+            self.client.log_text(self.run_id, dump_config(cfg), "config.yaml")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         "One row of metrics at optimiser step `step` (non-finite values are kept in JSONL, skipped by MLflow)."
         with open(self.jsonl, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **{k: (v if math.isfinite(v) else None) for k, v in metrics.items()}}) + "\n")
-        if self.mlflow is not None:
-            self.mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
+        if self.client is not None:
+            from mlflow.entities import Metric
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)])
 
     def finish(self, final: dict, status: str = "FINISHED") -> None:
         "Final metrics as an artifact and end the MLflow run."
         atomic_write_json(self.run_dir / "final_metrics.json", final)
-        if self.mlflow is not None:
-            self.mlflow.log_dict(final, "final_metrics.json")
-            self.mlflow.end_run(status=status)
+        if self.client is not None:
+            self.client.log_dict(self.run_id, final, "final_metrics.json")
+            self.client.set_terminated(self.run_id, status=status)
 
 # %% ../nbs/13_train.ipynb #354b40a5
 def resolve_init(cfg: Config) -> Path | None:
