@@ -28,11 +28,11 @@ def listeners(port: int) -> set[str]:
 
 
 class Make:
-    "`make -o install TARGET VAR=…` in a new session; its output lines are collected in `self.lines`."
-    def __init__(self, target: str, env: dict, *assignments: str, preexec=None):
-        self.proc = subprocess.Popen(["make", "--no-print-directory", "-o", "install", target, *assignments], cwd=ROOT,
-                                     env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True, preexec_fn=preexec)
+    "`[prefix…] make -o install TARGET VAR=…` in a new session; its output lines are collected in `self.lines`."
+    def __init__(self, target: str, env: dict, *assignments: str, prefix: tuple[str, ...] = ()):
+        self.proc = subprocess.Popen([*prefix, "make", "--no-print-directory", "-o", "install", target, *assignments],
+                                     cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
         self.lines: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -56,7 +56,7 @@ class Make:
         raise AssertionError(f"{what}: not within {timeout}s:\n{self.output[-3000:]}")
 
     def children(self) -> list[int]:
-        "Pids whose parent is make (the exec'd server)."
+        "Pids whose parent is the process we started (make; the server it exec'd)."
         kids = []
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
