@@ -80,6 +80,14 @@ def test_make_mlflow_serves_the_demo_runs(store):
         assert {m["key"]: m["value"] for m in ev["data"]["metrics"]}["humaneval/pass_at_1"] == 0.25
         arts = _get(base, "/api/2.0/mlflow/artifacts/list", run_id=by_name["demo-baseline"]["info"]["run_id"])
         assert sorted(f["path"] for f in arts["files"]) == ["config.yaml", "final_metrics.json"], arts
+        # a tracking server instead of the file (MLFLOW_TRACKING_URI=http://…, a cluster's setup): the same functions
+        from wmtp_nb.evaluate import log_report_mlflow
+        rep = {"dataset": "mbpp", "pass_at_k": {"pass@1": 0.5}, "ci95": {"pass@1": [0.25, 0.75]}, "exact_match": 0.0,
+               "n_tasks": 2, "seed": 0, "sampling": {"n": 1}, "model": "m"}
+        rid = log_report_mlflow(rep, uri=base, experiment="via-server", run_name="remote-eval")
+        (remote,) = _post(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [
+            _get(base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name="via-server")["experiment"]["experiment_id"]]})["runs"]
+        assert (remote["info"]["run_id"], remote["info"]["run_name"], remote["info"]["status"]) == (rid, "remote-eval", "FINISHED")
         print("REST:", json.dumps({"experiments": sorted(exps), "runs": sorted(by_name), **histories,
                                    "demo-baseline artifacts": sorted(f["path"] for f in arts["files"])}))
     finally:
