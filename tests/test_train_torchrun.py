@@ -32,8 +32,10 @@ def test_two_process_gloo_run(assets):
     assert ranks[0]["fingerprint"] == ranks[1]["fingerprint"]
     # rank 0 alone logged: one MLflow run named ddp2, and one metrics row per step
     assert len((root / "runs" / "ddp2" / "metrics.jsonl").read_text().splitlines()) == 2
-    runs = [p for p in (root / "runs" / "mlruns").glob("*/*/meta.yaml") if "run_name: ddp2" in p.read_text()]
-    assert len(runs) == 1, runs
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{root / 'runs' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "attributes.run_name = 'ddp2'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", runs
     final = json.loads((root / "runs" / "ddp2" / "final_metrics.json").read_text())
     assert final["world_size"] == 2
 

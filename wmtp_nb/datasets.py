@@ -16,11 +16,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fastcore.script import call_parse
-from tqdm.auto import tqdm
 
 from .collate import alpaca_prompt
-from .files import (atomic_dir, atomic_write, atomic_write_json, check_sha256sums, project_root, sha256_file,
-                           storage_dir, write_sha256sums, JsonlReader)
+from .files import (atomic_dir, atomic_write, atomic_write_json, check_sha256sums, progress_bar, project_root,
+                           sha256_file, storage_dir, write_sha256sums, JsonlReader)
 from .sandbox import run_many
 from .sampling import build_column_cache, write_split_metadata
 from .tokenizer import humaneval_file, load_tokenizer, mbpp_dir
@@ -71,7 +70,7 @@ def write_dataset(out_dir: str | Path, splits: Mapping[str, Iterable[dict]], inf
             jsonl = tmp / "processed" / f"{split}.jsonl"
             cor, dif, sources, has_tests, n = array("b"), array("h"), Counter(), 0, 0
             with atomic_write(jsonl) as f:
-                for rec in tqdm(records, desc=f"{out_dir.name}/{split}", disable=not progress, unit="rec"):
+                for rec in progress_bar(records, desc=f"{out_dir.name}/{split}", enabled=progress, unit="rec"):
                     check_record(rec, f"{out_dir.name}/{split} record {n}")
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     m = rec["metadata"]
@@ -334,7 +333,7 @@ def make_synthetic_codecontests(out_dir: str | Path, n_records: int = sum(SPEC_S
             n_cor = rng.binomial(per, p_correct)
             diff = rng.choice(levels, n_prob, p=probs / probs.sum())
             n_files = -(-n_prob // problems_per_file)
-            for fi in tqdm(range(n_files), desc=f"synthetic {split}", disable=not progress):
+            for fi in progress_bar(range(n_files), desc=f"synthetic {split}", enabled=progress, unit="file"):
                 rows = []
                 for p in range(fi * problems_per_file, min(n_prob, (fi + 1) * problems_per_file)):
                     sol = [(3, f"{codes[j]}\n# {split} {p} {i}") for i, j in enumerate(rng.integers(0, 500, per[p]))]

@@ -11,7 +11,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from .files import progress_bar
 
 # %% auto #0
 __all__ = ['HUMANEVAL_STOP', 'ALPACA_STOP', 'SamplingParams', 'truncate_at_stop', 'extract_code', 'sample_rows', 'sample_next',
@@ -268,7 +269,7 @@ def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[str], params: 
         tail = decode_completion(tokenizer, prompt_ids, ids)[-(stop_len + 64):]
         return truncate_at_stop(tail, params.stop)[1]
 
-    bar = tqdm(total=len(jobs), desc="generate", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="generate", enabled=progress, unit="sample")
     for s in range(0, len(jobs), 1 if speculative else batch_size):
         chunk = jobs[s:s + (1 if speculative else batch_size)]
         if speculative:

@@ -18,7 +18,7 @@ from fastcore.script import Param, call_parse, store_true
 
 from .config import (Config, ConfigError, dump_config, flatten_config, load_config, model_path, dataset_path,
                             runs_root)
-from .files import atomic_write_json, atomic_write_text, project_root, read_jsonl, sha256_file
+from .files import atomic_write_json, atomic_write_text, progress_bar, project_root, read_jsonl, runs_dir, sha256_file
 from .runtime import (DistInfo, autocast, barrier, broadcast_object, broadcast_parameters, configure_backends,
                              init_distributed, mean_across_ranks, seed_everything, set_gradient_sync, shard_model,
                              shutdown_distributed, sync_gradients, apply_activation_checkpointing)
@@ -31,8 +31,8 @@ from .weighting import (RunningStats, align_to_heads, build_weights, compute_gae
 __all__ = ['PreHeads', 'HeadWeights', 'STAGES', 'MTPPass', 'loss_denominator', 'naive_mtp_loss', 'efficient_mtp_loss',
            'lr_factor', 'make_optimizer', 'MicroBatches', 'tokenizer_identity', 'reference_token_ce',
            'ReferenceCECache', 'Stage', 'CriticStage', 'VerifiableStage', 'rho1_keep_counts', 'Rho1Stage',
-           'tracking_uri', 'RunLogger', 'resolve_init', 'build_adapter', 'build_rho1', 'param_fingerprint',
-           'check_ranks_agree', 'default_run_name', 'train', 'main']
+           'tracking_uri', 'mlflow_experiment', 'RunLogger', 'resolve_init', 'build_adapter', 'build_rho1',
+           'param_fingerprint', 'check_ranks_agree', 'default_run_name', 'train', 'main']
 
 # %% ../nbs/13_train.ipynb #1e14bf33
 @dataclass
@@ -384,11 +384,39 @@ class Rho1Stage(Stage):
 
 STAGES = {"baseline": Stage, "critic": CriticStage, "verifiable": VerifiableStage, "rho1": Rho1Stage}
 
-# %% ../nbs/13_train.ipynb #8a407a9f
-def tracking_uri(cfg: Config) -> str:
-    "Where MLflow logs: config, else $MLFLOW_TRACKING_URI, else `file:<runs>/mlruns`."
-    return cfg.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (runs_root(cfg) / "mlruns").resolve().as_uri()
+# %% ../nbs/13_train.ipynb #1c7e4a90
+def tracking_uri(configured: str | None = None, runs: str | Path | None = None) -> str:
+    "Where MLflow logs: `configured` (config `mlflow.tracking_uri`), else $MLFLOW_TRACKING_URI, else `sqlite:///<runs>/mlflow.db`."
+    if configured:
+        return configured
+    if env := os.environ.get("MLFLOW_TRACKING_URI"):
+        return env
+    return f"sqlite:///{(Path(runs) if runs is not None else runs_dir()).resolve() / 'mlflow.db'}"
 
+# %% ../nbs/13_train.ipynb #5d2f8b13
+def mlflow_experiment(uri: str, name: str) -> str:
+    "Id of experiment `name` in the store at `uri`, created if missing (a local SQLite store: under a file lock, artifacts in `mlartifacts/` beside it)."
+    import fcntl
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+    path = uri.removeprefix("sqlite:///").split("?")[0] if uri.startswith("sqlite:///") else ""
+    db = Path(path).resolve() if path not in ("", ":memory:") else None   # None: a server decides where artifacts go
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") if db is not None else nullcontext() as lock:
+        if lock is not None:
+            fcntl.flock(lock, fcntl.LOCK_EX)    # one process at a time creates the tables and the experiment
+        client = MlflowClient(uri)
+        if exp := client.get_experiment_by_name(name):
+            return exp.experiment_id
+        try:
+            return client.create_experiment(name, artifact_location=str(db.parent / "mlartifacts") if db else None)
+        except MlflowException:                 # a shared server: another process created it meanwhile
+            if exp := client.get_experiment_by_name(name):
+                return exp.experiment_id
+            raise
+
+# %% ../nbs/13_train.ipynb #8a407a9f
 class RunLogger:
     "metrics.jsonl + MLflow for one run (create on rank 0 only)."
     def __init__(self, cfg: Config, run_dir: Path, resume_step: int | None = None):
@@ -399,37 +427,41 @@ class RunLogger:
             atomic_write_text(self.jsonl, "".join(json.dumps(r) + "\n" for r in keep))
         elif resume_step is None and self.jsonl.exists():
             self.jsonl.unlink()
-        self.mlflow = None
+        self.client = self.run_id = None
         if cfg.mlflow.enabled:
-            import mlflow
-            uri = tracking_uri(cfg)
-            if uri.startswith("file:"): os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            mlflow.set_tracking_uri(uri)
-            mlflow.set_experiment(cfg.mlflow.experiment)
+            from mlflow import MlflowClient
+            from mlflow.entities import Param
+            from mlflow.tracking.context.registry import resolve_tags
+            uri = tracking_uri(cfg.mlflow.tracking_uri, runs_root(cfg))
+            experiment_id = mlflow_experiment(uri, cfg.mlflow.experiment)
+            self.client = MlflowClient(uri)
             id_file = self.run_dir / "mlflow_run_id"
-            run_id = id_file.read_text().strip() if (resume_step is not None and id_file.is_file()) else None
-            run = mlflow.start_run(run_id=run_id, run_name=None if run_id else self.run_dir.name,
-                                   tags={"stage": cfg.experiment.stage, **cfg.experiment.tags})
-            atomic_write_text(id_file, run.info.run_id)
-            if run_id is None:
-                params = flatten_config(cfg)
-                mlflow.log_params({k: v[:6000] for k, v in params.items()})
-                mlflow.log_text(dump_config(cfg), "config.yaml")
-            self.mlflow, self.run_id = mlflow, run.info.run_id
+            if resume_step is not None and id_file.is_file():
+                self.run_id = id_file.read_text().strip()
+                self.client.update_run(self.run_id, status="RUNNING")
+                return
+            run = self.client.create_run(experiment_id, run_name=self.run_dir.name,
+                                         tags=resolve_tags({"stage": cfg.experiment.stage, **cfg.experiment.tags}))
+            self.run_id = run.info.run_id
+            atomic_write_text(id_file, self.run_id)
+            self.client.log_batch(self.run_id, params=[Param(k, v[:6000]) for k, v in flatten_config(cfg).items()])
+            self.client.log_text(self.run_id, dump_config(cfg), "config.yaml")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         "One row of metrics at optimiser step `step` (non-finite values are kept in JSONL, skipped by MLflow)."
         with open(self.jsonl, "a", encoding="utf-8") as f:
             f.write(json.dumps({"step": step, **{k: (v if math.isfinite(v) else None) for k, v in metrics.items()}}) + "\n")
-        if self.mlflow is not None:
-            self.mlflow.log_metrics({k: v for k, v in metrics.items() if math.isfinite(v)}, step=step)
+        if self.client is not None:
+            from mlflow.entities import Metric
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)])
 
     def finish(self, final: dict, status: str = "FINISHED") -> None:
         "Final metrics as an artifact and end the MLflow run."
         atomic_write_json(self.run_dir / "final_metrics.json", final)
-        if self.mlflow is not None:
-            self.mlflow.log_dict(final, "final_metrics.json")
-            self.mlflow.end_run(status=status)
+        if self.client is not None:
+            self.client.log_dict(self.run_id, final, "final_metrics.json")
+            self.client.set_terminated(self.run_id, status=status)
 
 # %% ../nbs/13_train.ipynb #354b40a5
 def resolve_init(cfg: Config) -> Path | None:
@@ -481,7 +513,7 @@ def build_rho1(cfg: Config, adapter: nn.Module, data: MicroBatches, info: DistIn
         ref = ReferenceModel.from_pretrained(ref_dir, device=info.device)
         tokenizer_identity(adapter.tokenizer_path, ref.tokenizer_path)
         bs = cfg.training.batch_size
-        for j in range(0, len(missing), bs):
+        for j in progress_bar(range(0, len(missing), bs), desc="rho1: reference CE", enabled=cfg.training.progress, unit="batch"):
             idx = np.asarray(missing[j: j + bs])
             b = data.collate(data.reader.take(idx.tolist()))
             with autocast(info.device, cfg.runtime.dtype):
