@@ -5,7 +5,7 @@
 # %% ../nbs/16_synthetic.ipynb #4200bec5
 from __future__ import annotations
 
-import io, json, operator, random, time, tokenize
+import io, json, operator, random, sys, time, tokenize
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -242,26 +242,35 @@ def _outcome(fn, args: tuple) -> tuple[str, object]:
     except Exception as e:
         return type(e).__name__, None
 
-def _input_pool(spec: TaskSpec, rng: random.Random, n: int = 16) -> list[tuple]:
-    "Distinct candidate argument tuples; biased towards the filter's boundary; max/min only where defined."
-    if spec.family == "scalar":
-        pool = [(rng.randint(-5, 20), rng.choice([b for b in range(-4, 10) if b])) for _ in range(n)]
-    else:
-        near = ([spec.cmp_k - 1, spec.cmp_k, spec.cmp_k + 1] if spec.cmp else []) + \
-               ([0, spec.mod_m, 2 * spec.mod_m, spec.mod_m + 1] if spec.mod == "div" else [])
-        pool = [([],)] + [([rng.choice(near) if near and rng.random() < 0.4 else rng.randint(-3, 12)
-                            for _ in range(rng.randint(1, 6))],) for _ in range(n)]
-        if spec.reduce in ("max", "min"):
-            pool = [p for p in pool if any(spec.keep(x) for x in p[0])]
-    return list({repr(p): p for p in pool}.values())
+def _input_pool(spec: TaskSpec, rng: random.Random, n: int = 24) -> list[tuple]:
+    "`n` distinct argument tuples: small integers, a third near the filter's boundary, a third passing the filter."
+    pool: dict[str, tuple] = {}
+    if spec.family == "list" and spec.reduce not in ("max", "min"):
+        pool["([],)"] = ([],)
+    near = ([spec.cmp_k - 1, spec.cmp_k, spec.cmp_k + 1] if spec.cmp else []) + \
+           ([spec.mod_m, 2 * spec.mod_m, spec.mod_m + 1] if spec.mod == "div" else [])
+    passing = [v for v in range(-5, 16) if spec.keep(v)] if spec.family == "list" else []
+    for _ in range(50 * n):
+        if len(pool) >= n:
+            break
+        if spec.family == "scalar":
+            args = (rng.randint(-5, 20), rng.choice([b for b in range(-4, 10) if b]))
+        else:
+            pick = lambda u: rng.choice(near) if near and u < 0.3 else rng.choice(passing) if passing and u < 0.6 \
+                else rng.randint(-5, 15)
+            args = ([pick(rng.random()) for _ in range(rng.randint(1, 6))],)
+            if spec.reduce in ("max", "min") and not any(spec.keep(x) for x in args[0]):
+                continue  # undefined
+        pool.setdefault(repr(args), args)
+    return list(pool.values())
 
 # %% ../nbs/16_synthetic.ipynb #c2ec89a7
 SOURCE = "synthetic-verifiable"
 
-def _tests(n_pool: int, kills: Mapping, max_tests: int = 5) -> list[int]:
-    "Pool indices of the tests, in pool order: greedy cover of the mutants' failing inputs, 3 to `max_tests` of them."
+def _tests(n_pool: int, kills: Mapping, n_tests: int, max_tests: int = 5) -> list[int]:
+    "Pool indices of the tests, in pool order: greedy cover of the mutants' failing inputs; `n_tests` or more, at most `max_tests`."
     chosen, alive = [], [v for v in kills.values() if v]
-    while len(chosen) < min(max_tests, n_pool) and (alive or len(chosen) < 3):
+    while len(chosen) < min(max_tests, n_pool) and (alive or len(chosen) < n_tests):
         best = max((j for j in range(n_pool) if j not in chosen), key=lambda j: (sum(j in v for v in alive), -j))
         chosen.append(best)
         alive = [v for v in alive if best not in v]
@@ -284,7 +293,7 @@ def build_task(spec: TaskSpec, task: str, seed: int = 0, forms_per_task: int = 2
         for i, (m, prog) in enumerate(cands[name]):
             fn = _compile(prog)
             kills[name, i] = {j for j, a in enumerate(pool) if _outcome(fn, a) != ("ok", want[j])}
-    chosen = _tests(len(pool), kills)
+    chosen = _tests(len(pool), kills, n_tests=rng.randint(3, 5))
     tests = [f"assert {ENTRY_POINT}({', '.join(map(repr, pool[j]))}) == {want[j]!r}" for j in chosen]
     base = {"source": SOURCE, "difficulty": difficulty(spec), "has_tests": True, "task": task, "family": spec.family,
             "features": sorted(spec.features()), "spec": asdict(spec), "entry_point": ENTRY_POINT,
@@ -330,8 +339,9 @@ def sample_spec(rng: random.Random) -> TaskSpec:
                         post_op=post, post_c=_constant(rng, post) if post else 0)
         if reduce == "list" and not (map_op or cmp or mod):
             continue  # `return xs`
-        if reduce in ("max", "min") and sum(spec.keep(x) for x in range(-3, 13)) < 2:
-            continue  # max/min undefined on most inputs
+        n_pass = sum(spec.keep(x) for x in range(-5, 16))
+        if (reduce in ("max", "min") and n_pass < 2) or (cmp and mod and n_pass < 3):
+            continue  # max/min undefined on most inputs, or two clauses that almost nothing passes
         return spec
 
 # %% ../nbs/16_synthetic.ipynb #a504e32c
@@ -438,8 +448,8 @@ def ensure_synthetic(out_dir: str | Path | None = None, seed: int = 0, n_tasks: 
         if verbose: print(f"{DATASET_NAME}: up to date ({out_dir})")
         return json.loads(info_file.read_text())["splits"]
     t0 = time.time()
-    stats = build_synthetic(out_dir, seed, n_tasks, forms_per_task, workers, overwrite=True, progress=progress,
-                            info={"build": key})
+    stats = build_synthetic(out_dir, seed, n_tasks, forms_per_task, workers, overwrite=True,
+                            progress=progress and sys.stderr.isatty(), info={"build": key})
     if verbose:
         print(f"{DATASET_NAME}: " + ", ".join(f"{s} {v['conversion']['tasks']} tasks / {v['records']} records "
                                               f"({v['correct']} correct)" for s, v in stats.items())
@@ -475,7 +485,7 @@ def output_token_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[in
     proto = sp.EncodeAsProto(text) if hasattr(sp, "EncodeAsProto") else sp.encode(text, out_type="proto")
     char_at = [i for i, ch in enumerate(text) for _ in ch.encode("utf-8")] + [len(text)]  # byte offset -> character
     ids = [p.id for p in proto.pieces]
-    if hasattr(tokenizer, "encode") and ids != tokenizer.encode(text, bos=False, eos=False):
+    if sp is not tokenizer and ids != tokenizer.encode(text, bos=False, eos=False):  # the project's Tokenizer
         raise ValueError(f"output_token_offsets: the proto encoding of {text[:40]!r}… differs from tokenizer.encode")
     spans = [(char_at[p.begin], char_at[p.end] if p.end > p.begin else char_at[p.begin]) for p in proto.pieces]
     return ids, spans
