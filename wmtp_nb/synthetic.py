@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 from fastcore.script import call_parse
 
 from .collate import alpaca_prompt
-from .datasets import SPLITS, check_record, write_dataset
+from .datasets import SPLITS, write_dataset
 from .files import check_sha256sums, read_jsonl, storage_dir
 from .sandbox import run_many
 
