@@ -575,7 +575,7 @@ def build_mbpp_verifiable(out_dir: str | Path, src: str | Path | None = None, mu
 
 # %% ../nbs/07_datasets.ipynb #ef126bdb
 DATA_VERSION = 1
-EMBEDDED = ("mbpp", "humaneval", "mbpp-verifiable")
+EMBEDDED = ("mbpp", "humaneval", "mbpp-verifiable", "synthetic-verifiable")
 
 def _build_key(name: str, params: Mapping) -> dict:
     srcs = {"mbpp": [mbpp_dir() / f for f in MBPP_FILES.values()], "humaneval": [humaneval_file()]}
@@ -591,6 +591,10 @@ def prepare_data(root: str | Path | None = None, names: Sequence[str] = EMBEDDED
     for name in names:
         if name not in EMBEDDED:
             raise ValueError(f"unknown embedded dataset {name!r}; expected one of {EMBEDDED}")
+        if name == "synthetic-verifiable":  # generated tasks (nbs/16_synthetic.ipynb); idempotent on its own build key
+            from wmtp_nb.synthetic import ensure_synthetic
+            out[name] = ensure_synthetic(base / name, seed=seed, force=force, workers=workers, progress=progress)
+            continue
         params = {"mutants_per_task": mutants_per_task, "seed": seed} if name == "mbpp-verifiable" else {}
         key, d = _build_key(name, params), base / name
         info_file = d / "stats" / "info.json"
@@ -613,9 +617,9 @@ def prepare_data(root: str | Path | None = None, names: Sequence[str] = EMBEDDED
 @call_parse
 def prepare_data_cli(
     storage: str = None,  # storage root (default: $WMTP_STORAGE or <project>/storage)
-    only: str = None,  # comma-separated subset of mbpp,humaneval,mbpp-verifiable
+    only: str = None,  # comma-separated subset of mbpp,humaneval,mbpp-verifiable,synthetic-verifiable
     force: bool = False,  # rebuild even when up to date
     workers: int = 2,  # sandbox workers
 ):
-    "Build the embedded datasets (mbpp, humaneval, mbpp-verifiable) into storage/datasets_v2 (idempotent)."
+    "Build the embedded datasets (mbpp, humaneval, mbpp-verifiable, synthetic-verifiable) into storage/datasets_v2 (idempotent)."
     prepare_data(storage, only.split(",") if only else EMBEDDED, force, workers)
