@@ -16,10 +16,10 @@ import torch.distributed as dist
 from torch import nn
 
 # %% auto #0
-__all__ = ['DistInfo', 'resolve_device', 'init_distributed', 'shutdown_distributed', 'seed_everything', 'configure_backends',
-           'autocast_dtype', 'autocast', 'barrier', 'broadcast_object', 'all_gather_object', 'mean_across_ranks',
-           'sum_across_ranks', 'broadcast_parameters', 'sync_gradients', 'transformer_blocks',
-           'apply_activation_checkpointing', 'shard_model', 'set_gradient_sync']
+__all__ = ['FORWARD_METHODS', 'DistInfo', 'resolve_device', 'init_distributed', 'shutdown_distributed', 'seed_everything',
+           'configure_backends', 'autocast_dtype', 'autocast', 'barrier', 'broadcast_object', 'all_gather_object',
+           'mean_across_ranks', 'sum_across_ranks', 'broadcast_parameters', 'sync_gradients', 'transformer_blocks',
+           'apply_activation_checkpointing', 'shard_model', 'is_sharded', 'set_gradient_sync']
 
 # %% ../nbs/11_runtime.ipynb #f1b392c1
 @dataclass(frozen=True)
@@ -191,19 +191,30 @@ def apply_activation_checkpointing(adapter: nn.Module) -> int:
     _apply(adapter, checkpoint_wrapper_fn=checkpoint_wrapper, check_fn=lambda m: id(m) in blocks)
     return len(blocks)
 
-def shard_model(adapter: nn.Module, mixed_precision: bool = True, reshard_after_forward: bool = True) -> nn.Module:
-    "FSDP2 full sharding: one unit per transformer block, then embedding, norm + output, value head, root."
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+FORWARD_METHODS = ("trunk_states", "head_forward", "value_forward", "trunk_forward", "full_forward")
+
+def shard_model(adapter: nn.Module, param_dtype: torch.dtype | None = torch.bfloat16,
+                reshard_after_forward: bool = True) -> nn.Module:
+    "FSDP2 full sharding: one unit per transformer block, then embedding, norm + output, value head (float32), root."
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
     if not _active(): raise RuntimeError("FSDP needs a process group: launch with torchrun --nproc_per_node N (N > 1)")
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision else MixedPrecisionPolicy()
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     kw = dict(mp_policy=mp, reshard_after_forward=reshard_after_forward)
     model = getattr(adapter, "model", adapter)
     for block in transformer_blocks(adapter): fully_shard(block, **kw)
     for name in ("tok_embeddings", "norm", "output"):
         if getattr(model, name, None) is not None: fully_shard(getattr(model, name), **kw)
-    if getattr(adapter, "value_head", None) is not None: fully_shard(adapter.value_head, **kw)
+    if getattr(adapter, "value_head", None) is not None:
+        fully_shard(adapter.value_head, mp_policy=MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32),
+                    reshard_after_forward=reshard_after_forward)
     fully_shard(adapter, **kw)
+    for name in FORWARD_METHODS:
+        if hasattr(adapter, name): register_fsdp_forward_method(adapter, name)
     return adapter
+
+def is_sharded(module: nn.Module) -> bool:
+    "True when `module`'s parameters are DTensors (sharded by `shard_model`)."
+    return any(type(p).__name__ == "DTensor" for p in module.parameters())
 
 def set_gradient_sync(module: nn.Module, enabled: bool) -> None:
     "FSDP: reduce-scatter gradients on this backward (last micro-batch) or only accumulate (the others)."
