@@ -16,9 +16,9 @@ import torch.distributed as dist
 from torch import nn
 
 # %% auto #0
-__all__ = ['FORWARD_METHODS', 'DistInfo', 'resolve_device', 'init_distributed', 'shutdown_distributed', 'seed_everything',
-           'configure_backends', 'autocast_dtype', 'autocast', 'barrier', 'broadcast_object', 'all_gather_object',
-           'mean_across_ranks', 'sum_across_ranks', 'broadcast_parameters', 'sync_gradients', 'transformer_blocks',
+__all__ = ['DistInfo', 'resolve_device', 'init_distributed', 'shutdown_distributed', 'seed_everything', 'configure_backends',
+           'autocast_dtype', 'autocast', 'barrier', 'broadcast_object', 'all_gather_object', 'mean_across_ranks',
+           'sum_across_ranks', 'broadcast_parameters', 'sync_gradients', 'transformer_blocks',
            'apply_activation_checkpointing', 'shard_model', 'is_sharded', 'set_gradient_sync']
 
 # %% ../nbs/11_runtime.ipynb #f1b392c1
@@ -191,12 +191,10 @@ def apply_activation_checkpointing(adapter: nn.Module) -> int:
     _apply(adapter, checkpoint_wrapper_fn=checkpoint_wrapper, check_fn=lambda m: id(m) in blocks)
     return len(blocks)
 
-FORWARD_METHODS = ("trunk_states", "head_forward", "value_forward", "trunk_forward", "full_forward")
-
 def shard_model(adapter: nn.Module, param_dtype: torch.dtype | None = torch.bfloat16,
                 reshard_after_forward: bool = True) -> nn.Module:
     "FSDP2 full sharding: one unit per transformer block, then embedding, norm + output, value head (float32), root."
-    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     if not _active(): raise RuntimeError("FSDP needs a process group: launch with torchrun --nproc_per_node N (N > 1)")
     mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     kw = dict(mp_policy=mp, reshard_after_forward=reshard_after_forward)
@@ -208,8 +206,6 @@ def shard_model(adapter: nn.Module, param_dtype: torch.dtype | None = torch.bflo
         fully_shard(adapter.value_head, mp_policy=MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32),
                     reshard_after_forward=reshard_after_forward)
     fully_shard(adapter, **kw)
-    for name in FORWARD_METHODS:
-        if hasattr(adapter, name): register_fsdp_forward_method(adapter, name)
     return adapter
 
 def is_sharded(module: nn.Module) -> bool:
