@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test sync nbtest pytest docs lab demo assets clean help
+.PHONY: install test sync nbtest pytest docs lab demo assets clean help lock
 
 help:
 	@echo "make test   - set up .venv, check notebooks/library sync, run nbdev_test, build docs, run pytest"
@@ -73,6 +73,10 @@ demo: assets
 	$(PAPERMILL) nbs/analysis_weights.ipynb runs/analysis_weights.ipynb && \
 	$(PAPERMILL) nbs/analysis_passk.ipynb runs/analysis_passk.ipynb && \
 	echo "demo: evaluation + analysis done in $$(( $$(date +%s) - start ))s; reports in runs/demo-*/eval, plots in runs/analysis"
+
+# deploy/requirements.lock: settings.ini's requirements pinned to this environment's versions (the container image).
+lock: install
+	$(PY) tools/make_lock.py
 
 lab: install
 	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir nbs
