@@ -623,7 +623,9 @@ def main(config: Param("recipe YAML (configs/<stage>.yaml)", str) = "configs/bas
     if dry_run:
         print(dump_config(cfg), end="")
         dev = cfg.runtime.device if cfg.runtime.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        plan = plan_for_config(cfg, world_size or int(os.environ.get("WORLD_SIZE", 1)), dev)
+        try: plan = plan_for_config(cfg, world_size or int(os.environ.get("WORLD_SIZE", 1)), dev)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"# memory plan: not available ({e})"); return
         print(f"# {plan.table().replace(chr(10), chr(10) + '# ')}")
         for n in plan.settings.get("notes", []): print(f"#   note: {n}")
         if cfg.runtime.device == "auto" and dev == "cpu": print("#   (planned for CPU: no GPU here; --override runtime.device=cuda plans for GPUs)")
