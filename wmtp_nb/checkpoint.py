@@ -77,10 +77,12 @@ def check_train_state(path: str | Path, model_state: dict, needs_optimizer: bool
     if needs_optimizer and not any(k.startswith("optimizer.") for k in md):
         raise ValueError(f"{path}: checkpoint has no optimizer state")
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
 def _checkpoint_group() -> Any:
     "A gloo group for the background writes' collectives (never the training group: they run concurrently); None alone."
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1): return None
-    return dist.new_group(backend="gloo")
+    return dist.new_group(backend="gloo") if _distributed() else None
 
 # %% ../nbs/12_checkpoint.ipynb #fb54e3bf
 class RemoteCopyError(RuntimeError):
@@ -188,7 +190,7 @@ class CheckpointManager:
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
         improved = self._improved(metrics)
         if improved: self.best_value = metrics[self.best_metric]
-        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        world = dist.get_world_size() if _distributed() else 1
         rank = dist.get_rank() if world > 1 else 0
         tmp = self.run_dir / f".pending-{step:08d}"
         if self.is_main:
@@ -200,9 +202,9 @@ class CheckpointManager:
                                "state": dict(state or {}), "best_value": self.best_value})
         sd["rng"] = {f"rank{rank}": _pack(rng_state())}
         if self.async_save:
-            written = dcp.async_save(sd, checkpoint_id=str(tmp / TRAIN_STATE), process_group=self.group)
+            written = dcp.async_save(sd, checkpoint_id=str(tmp / TRAIN_STATE), process_group=self.group, no_dist=world == 1)
         else:
-            dcp.save(sd, checkpoint_id=str(tmp / TRAIN_STATE))
+            dcp.save(sd, checkpoint_id=str(tmp / TRAIN_STATE), no_dist=world == 1)
             written = Future(); written.set_result(None)
         if not self.is_main:
             self.pending = written
@@ -250,7 +252,7 @@ class CheckpointManager:
         check_train_state(path / TRAIN_STATE, sd["model"], optimizer is not None)
         sd["trainer"] = b""
         if saved_world == world_size: sd["rng"] = {f"rank{rank}": b""}
-        dcp.load(sd, checkpoint_id=str(path / TRAIN_STATE))
+        dcp.load(sd, checkpoint_id=str(path / TRAIN_STATE), no_dist=not _distributed())
         if optimizer is None: set_model_state_dict(model, sd["model"])
         else: set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optimizer"])
         trainer = _unpack(sd["trainer"])
