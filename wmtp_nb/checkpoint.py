@@ -5,7 +5,7 @@
 # %% ../nbs/12_checkpoint.ipynb #cd472356
 from __future__ import annotations
 
-import io, json, os, random, shutil, sys, time
+import io, json, os, random, shutil, sys, time, warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,9 @@ def check_train_state(path: str | Path, model_state: dict, needs_optimizer: bool
         raise ValueError(f"{path}: does not match the model: " + "; ".join(p for p in parts if p))
     if needs_optimizer and not any(k.startswith("optimizer.") for k in md):
         raise ValueError(f"{path}: checkpoint has no optimizer state")
+
+# DCP warns on every single-process save and load (also from its writer thread); one process is a case we mean
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -252,7 +255,9 @@ class CheckpointManager:
         check_train_state(path / TRAIN_STATE, sd["model"], optimizer is not None)
         sd["trainer"] = b""
         if saved_world == world_size: sd["rng"] = {f"rank{rank}": b""}
-        dcp.load(sd, checkpoint_id=str(path / TRAIN_STATE), no_dist=not _distributed())
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(sd, checkpoint_id=str(path / TRAIN_STATE), no_dist=not _distributed())
         if optimizer is None: set_model_state_dict(model, sd["model"])
         else: set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optimizer"])
         trainer = _unpack(sd["trainer"])
