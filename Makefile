@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test sync nbtest pytest docs lab demo assets clean help lock
+.PHONY: install test sync nbtest pytest docs lab demo assets clean help
 
 help:
 	@echo "make test   - set up .venv, check notebooks/library sync, run nbdev_test, build docs, run pytest"
@@ -74,12 +74,13 @@ demo: assets
 	$(PAPERMILL) nbs/analysis_passk.ipynb runs/analysis_passk.ipynb && \
 	echo "demo: evaluation + analysis done in $$(( $$(date +%s) - start ))s; reports in runs/demo-*/eval, plots in runs/analysis"
 
-# deploy/requirements.lock: settings.ini's requirements pinned to this environment's versions (the container image).
-lock: install
-	$(PY) tools/make_lock.py
-
 lab: install
 	$(BIN)/jupyter lab --ip 127.0.0.1 --no-browser --notebook-dir nbs
 
 clean:
 	rm -rf _docs _proc .pytest_cache .hypothesis
+
+# deploy/requirements.lock: settings.ini's requirements pinned to this environment's versions (the container image).
+.PHONY: lock
+lock: install
+	$(PY) tools/make_lock.py
