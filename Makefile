@@ -96,3 +96,8 @@ mlflow: install
 
 clean:
 	rm -rf _docs _proc .pytest_cache .hypothesis
+
+# deploy/requirements.lock: settings.ini's requirements pinned to this environment's versions (the container image).
+.PHONY: lock
+lock: install
+	$(PY) tools/make_lock.py

@@ -122,10 +122,11 @@ class RuntimeConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU, float32 on CPU
     seed: int = 42  # each rank uses seed + rank
-    strategy: Literal["ddp", "fsdp"] = "ddp"
+    strategy: Literal["ddp", "fsdp"] = "fsdp"  # fsdp: params, grads and AdamW state sharded (one process: unsharded)
     tf32: bool = True
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool = True  # recompute each block in backward (the 7B needs it at batch 4 × 2048)
     num_threads: Optional[int] = None
+    memory_check: bool = True  # CUDA: refuse to start when the memory plan exceeds the device's free memory
 
 class CheckpointConfig(_Section):
     "What is kept under runs/<run>/ and where it is copied."

@@ -21,8 +21,9 @@ from .config import (Config, ConfigError, dump_config, flatten_config, load_conf
 from .files import atomic_write_json, atomic_write_text, progress_bar, project_root, read_jsonl, runs_dir, sha256_file
 from .runtime import (DistInfo, autocast, barrier, broadcast_object, broadcast_parameters, configure_backends,
                              init_distributed, mean_across_ranks, seed_everything, set_gradient_sync, shard_model,
-                             shutdown_distributed, sync_gradients, apply_activation_checkpointing)
+                             shutdown_distributed, sync_gradients, apply_activation_checkpointing, autocast_dtype)
 from .checkpoint import CheckpointManager, is_checkpoint
+from .memory import plan_for_config, preflight
 from .weighting import (RunningStats, align_to_heads, build_weights, compute_gae, distributed_sum, gae_metrics,
                                normalize_advantages, per_token_ce, rho1_metrics, rho1_weights, value_loss, weight_metrics,
                                mtp_weighted_loss)
@@ -564,6 +565,7 @@ def train(cfg: Config, preset: str | None = None) -> dict:
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", dump_config(cfg))
+    preflight(cfg, info.world_size, info.device, info.is_main)  # memory plan; on CUDA refuses to start when it cannot fit
     adapter = build_adapter(cfg, info.device)
     if adapter.tokenizer_path is None: raise ValueError("the policy has no tokenizer (tokenizer/tokenizer.model missing)")
     data = MicroBatches(cfg, load_tokenizer(adapter.tokenizer_path), info.rank, info.world_size)
@@ -574,7 +576,9 @@ def train(cfg: Config, preset: str | None = None) -> dict:
     params = stage.trainable()
     if cfg.runtime.activation_checkpointing: apply_activation_checkpointing(adapter)
     fsdp = cfg.runtime.strategy == "fsdp" and info.distributed
-    if fsdp: shard_model(adapter)
+    if cfg.runtime.strategy == "fsdp" and not fsdp and info.is_main:
+        print("runtime.strategy=fsdp with one process: nothing to shard, training unsharded", flush=True)
+    if fsdp: shard_model(adapter, torch.bfloat16 if cfg.runtime.dtype == "bfloat16" else autocast_dtype(info.device, cfg.runtime.dtype))
     else: broadcast_parameters(adapter)
     params = [p for p in adapter.parameters() if p.requires_grad]
     opt, sch = make_optimizer(params, cfg, total)
@@ -587,6 +591,10 @@ def train(cfg: Config, preset: str | None = None) -> dict:
         stage.load_state_dict(state.get("stage", {}))
         last_metrics = json.loads((ckpt.last / "meta.json").read_text())["metrics"]  # kept if nothing is left to do
         if info.is_main: print(f"resumed {run_name} from {ckpt.last} at step {start}/{total}", flush=True)
+        if info.is_main and state.get("global_batch", global_batch) != global_batch:
+            print(f"data: the checkpoint was written with {state['global_batch']} sequences per optimiser step, this run has "
+                  f"{global_batch} (batch_size × grad_accum × world size): the steps after {start} read other samples than the "
+                  f"original run; set training.grad_accum to keep {state['global_batch']} to continue the same order", flush=True)
     logger = RunLogger(cfg, run_dir, resume_step=start if start else None) if info.is_main else None
     from tqdm.auto import tqdm
     bar = tqdm(total=total, initial=start, desc=f"{cfg.experiment.stage}", disable=not (info.is_main and t.progress and sys.stderr.isatty()),
@@ -620,7 +628,8 @@ def train(cfg: Config, preset: str | None = None) -> dict:
                     sys.stdout.flush()
             if (step + 1) % t.save_every == 0 or step + 1 == total:
                 ckpt.save(step + 1, adapter, opt, sch, state={"step": step + 1, "micro_batches": (step + 1) * t.grad_accum,
-                                                                  "stage": stage.state_dict()}, metrics=metrics)
+                                                                  "global_batch": global_batch, "stage": stage.state_dict()},
+                          metrics=metrics)
         status = "FINISHED"
         check_ranks_agree(adapter, data, info, run_dir, sharded=fsdp)
     finally:
@@ -636,13 +645,22 @@ def train(cfg: Config, preset: str | None = None) -> dict:
 def main(config: Param("recipe YAML (configs/<stage>.yaml)", str) = "configs/baseline.yaml",
          preset: Param("preset name (configs/<preset>.yaml) or path", str) = None,
          override: Param("key.path=value, repeatable", str, nargs="+", action="extend") = None,
-         dry_run: Param("print the merged config and exit", store_true) = False):
+         dry_run: Param("print the merged config and the memory plan, and exit", store_true) = False,
+         world_size: Param("processes the --dry_run memory plan is for (default: $WORLD_SIZE, else 1)", int) = None):
     "Train one stage from a config (defaults < recipe < preset < overrides)."
     try:
         cfg = load_config(config, preset, override or ())
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr); sys.exit(2)
     if dry_run:
-        print(dump_config(cfg), end=""); return
+        print(dump_config(cfg), end="")
+        dev = cfg.runtime.device if cfg.runtime.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        try: plan = plan_for_config(cfg, world_size or int(os.environ.get("WORLD_SIZE", 1)), dev)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"# memory plan: not available ({e})"); return
+        print(f"# {plan.table().replace(chr(10), chr(10) + '# ')}")
+        for n in plan.settings.get("notes", []): print(f"#   note: {n}")
+        if cfg.runtime.device == "auto" and dev == "cpu": print("#   (planned for CPU: no GPU here; --override runtime.device=cuda plans for GPUs)")
+        return
     try: train(cfg, preset)
     finally: shutdown_distributed()
