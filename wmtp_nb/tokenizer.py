@@ -139,6 +139,8 @@ def tokenizer_fingerprint(path: str | Path) -> str:
 
 # %% ../nbs/01_tokenizer.ipynb #5da391ff
 _CONTINUATION: dict[int, tuple] = {}  # id(sp_model) -> (sp_model, its continuation processor)
+_NO_DUMMY_PREFIX = b"\x1a\x02\x18\x00"  # ModelProto field 3 (normalizer_spec) once more, holding add_dummy_prefix = false
+_PROBE = "  a  b\n\t c  \ufb01\uff11 \u00e9\r\n"  # whitespace runs, a ligature and a full-width digit: kept by `identity`
 
 def continuation_processor(tokenizer) -> spm.SentencePieceProcessor:
     "`tokenizer`'s SentencePiece model without the dummy prefix (built once per model): what continuations use."
@@ -146,19 +148,12 @@ def continuation_processor(tokenizer) -> spm.SentencePieceProcessor:
     hit = _CONTINUATION.get(id(sp))
     if hit is not None and hit[0] is sp:
         return hit[1]
-    from sentencepiece import sentencepiece_model_pb2
-    proto = sentencepiece_model_pb2.ModelProto()
-    proto.ParseFromString(sp.serialized_model_proto())
-    norm = proto.normalizer_spec
-    if norm.remove_extra_whitespaces or norm.name not in ("identity", ""):
-        raise ValueError(f"{getattr(tokenizer, 'model_path', 'tokenizer')}: normalizer {norm.name!r} with "
-                         f"remove_extra_whitespaces={norm.remove_extra_whitespaces} rewrites text, so code would not "
-                         "decode back exactly; expected 'identity' and remove_extra_whitespaces=False (as Llama-2)")
-    if norm.add_dummy_prefix:
-        norm.add_dummy_prefix = False
-        cont = spm.SentencePieceProcessor(model_proto=proto.SerializeToString())
-    else:
-        cont = sp
+    # protobuf merges a message field that occurs twice, so the appended normalizer_spec changes that one flag only
+    cont = spm.SentencePieceProcessor(model_proto=sp.serialized_model_proto() + _NO_DUMMY_PREFIX)
+    if (back := cont.decode(cont.encode(_PROBE))) != _PROBE:
+        raise ValueError(f"{getattr(tokenizer, 'model_path', 'tokenizer')}: the normalizer rewrites text ({_PROBE!r} "
+                         f"decodes as {back!r}), so code would not decode back exactly; expected normalization "
+                         "'identity' and remove_extra_whitespaces=False (as Llama-2's tokenizer)")
     _CONTINUATION[id(sp)] = (sp, cont)
     return cont
 
