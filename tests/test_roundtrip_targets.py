@@ -64,7 +64,8 @@ def test_mbpp_targets_pass_where_references_pass(tokenizers, mbpp, capsys):
     rep = compare_statuses(tasks, [(t.task_id, c, t.reference) for t, c in zip(tasks, comps)])
     with capsys.disabled():
         print(f"\nMBPP test round trip: collator targets pass {rep['roundtrip_passed']}/{rep['n']}, "
-              f"raw references {rep['reference_passed']}/{rep['n']}, differing {len(rep['differ'])}")
+              f"raw references {rep['reference_passed']}/{rep['n']}, differing {len(rep['differ'])} "
+              f"(pairs run again: {rep['rerun']})")
     assert rep["differ"] == []
     assert rep["roundtrip_passed"] == rep["reference_passed"] == 500
 
@@ -80,6 +81,7 @@ def test_codecontests_targets_pass_where_references_pass(tokenizers, codecontest
     rep = compare_statuses(list(by_name.values()), [(t.task_id, c, r["output"]) for t, c, r in zip(tasks, comps, records)])
     with capsys.disabled():
         print(f"\nCodeContests sample (dummy prefix {dummy_prefix}): collator targets pass {rep['roundtrip_passed']}/{rep['n']}, "
-              f"raw solutions {rep['reference_passed']}/{rep['n']}, differing {len(rep['differ'])}")
+              f"raw solutions {rep['reference_passed']}/{rep['n']}, differing {len(rep['differ'])} "
+              f"(pairs run again: {rep['rerun']})")
     assert rep["differ"] == []
     assert 0 < rep["reference_passed"] < rep["n"]  # both outcomes occur in the sample
