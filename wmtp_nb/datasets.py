@@ -22,7 +22,7 @@ from .files import (atomic_dir, atomic_write, atomic_write_json, check_sha256sum
                            sha256_file, storage_dir, write_sha256sums, JsonlReader)
 from .sandbox import run_many
 from .sampling import build_column_cache, write_split_metadata
-from .tokenizer import humaneval_file, load_tokenizer, mbpp_dir
+from .tokenizer import encode_continuation, encode_prompt, humaneval_file, load_tokenizer, mbpp_dir
 
 # %% auto #0
 __all__ = ['SPLITS', 'MBPP_FILES', 'CODECONTESTS_SCHEMA', 'LANGUAGES', 'SPEC_DIFFICULTY', 'SPEC_SPLIT_SIZES',
@@ -190,7 +190,7 @@ def _token_counter(tokenizer, max_tokens: int | None):
     def count(prompt: str, output: str) -> int | None:
         if max_tokens is None or len(prompt.encode()) + len(output.encode()) + 4 <= max_tokens:
             return None
-        return len(tokenizer.encode(prompt, bos=True, eos=False)) + len(tokenizer.encode(output, bos=False, eos=True))
+        return len(encode_prompt(tokenizer, prompt)) + len(encode_continuation(tokenizer, output, eos=True))
     return count
 
 def codecontests_records(path: str | Path, tokenizer=None, languages: Sequence[int] = (3,), max_tokens: int | None = 2048,
