@@ -607,7 +607,7 @@ def valid_metrics(sums: dict[str, float]) -> dict[str, float]:
     out: dict[str, float] = {}
     heads = sorted(int(k.rsplit("_", 1)[1]) for k in sums if k.startswith("n/head_"))
     if heads:
-        for k in heads: out[f"valid/ce/head_{k}"] = div(sums[f"ce/head_{k}"], sums[f"n/head_{k}"])
+        for k in heads: out[f"valid/ce_head_{k}"] = div(sums[f"ce/head_{k}"], sums[f"n/head_{k}"])
         out["valid/ce"] = div(sum(sums[f"ce/head_{k}"] for k in heads), sum(sums[f"n/head_{k}"] for k in heads))
         out["valid/ce_correct"] = div(sums["ce_correct"], sums["n_correct"])
         out["valid/weighted_ce"] = div(sums["wce_num"], sums["wce_den"])
