@@ -349,8 +349,10 @@ def evaluate(model_path: str | Path, dataset: str = "humaneval", split: str = "t
              workers: int = 2, timeout: float = 3.0, ks: Sequence[int] = (1, 5, 10), out_dir: str | Path | None = None,
              speculative: bool = False, device: str = "cpu", log_mlflow: bool = True, run_name: str | None = None,
              codecontests_path: str | Path | None = None, progress: bool = True) -> dict:
-    "Generate `n` samples per task with the model at `model_path`, score them in the sandbox, write and return the report."
+    "Generate `n` samples per task with the model at `model_path` (a run dir: its validation-chosen best/, else last/), score them in the sandbox, write and return the report."
+    from wmtp_nb.train import resolve_checkpoint, run_data_condition
     t0 = time.time()
+    model_path = resolve_checkpoint(model_path)
     tasks = select_tasks(load_tasks(dataset, split, codecontests_path), limit, task_ids)
     torch.manual_seed(seed)
     model, tok = load_policy(model_path, device=device)
@@ -376,6 +378,7 @@ def evaluate(model_path: str | Path, dataset: str = "humaneval", split: str = "t
         "device": device, "torch": torch.__version__, "wmtp_nb": __version__, "python": platform.python_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "run": run_name or default_eval_dir(model_path, dataset).parent.parent.name,
+        "data_condition": run_data_condition(model_path),   # what the evaluated run trained on (None outside a run)
     }
     report = build_report(results, ks, meta, seed=seed)
     write_eval(out_dir, results, report)
@@ -465,7 +468,7 @@ def _parse_ks(ks: str | Sequence[int]) -> tuple[int, ...]:
 # %% ../nbs/15_evaluate.ipynb #eaf154ae
 @call_parse
 def main(
-    model_path: Param("checkpoint dir (runs/<run>/best) or storage model dir (storage/models_v2/<name>)", str),
+    model_path: Param("run dir (runs/<run>: best/ if chosen on validation, else last/), checkpoint dir or storage model dir", str),
     dataset: Param("humaneval, mbpp or codecontests", str) = "humaneval",
     split: Param("MBPP split (test, valid, train)", str) = "test",
     n: Param("samples per task", int) = 10,
