@@ -128,8 +128,8 @@ class WeightingConfig(_Section):
         return v
 
 class CriticConfig(_Section):
-    "Stage-1 targets: the plain discounted return or the λ-return of the current (detached) values."
-    target: Literal["return", "lambda_return"] = "lambda_return"
+    "Stage-1 targets: the plain discounted return (with γ = 1: the outcome, so V estimates P(correct)) or the λ-return of the current (detached) values."
+    target: Literal["return", "lambda_return"] = "return"
 
 class Rho1Config(_Section):
     "Rho-1 selection (SPEC §6): top k_percent per head by excess loss; reference CE cached per dataset."

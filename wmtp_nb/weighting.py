@@ -118,12 +118,12 @@ def align_states_to_heads(x: Tensor,  # [B, S] indexed by state j (the action em
     padded = torch.cat([x, torch.full((x.shape[0], n_heads), fill, dtype=x.dtype, device=x.device)], 1)
     return torch.stack([padded[:, k:k + S] for k in range(n_heads)], -1)
 
-# %% ../nbs/06_weighting.ipynb #601dbd19
+# %% ../nbs/06_weighting.ipynb #0c4bddfc
 @torch.no_grad()
 def critic_targets(values: Tensor,   # [B, S] current values (used by lambda_return)
                    rewards: Tensor,  # [B] outcome rewards (on the last state)
                    state_mask: Tensor,  # [B, S] output_states(labels != -100)
-                   gamma: float = 1.0, lam: float = 0.95, target: str = "lambda_return") -> Tensor:
+                   gamma: float = 1.0, lam: float = 0.95, target: str = "return") -> Tensor:
     "The value head's regression targets `[B, S]` over the output states: the discounted `return` or the `lambda_return` of the detached values."
     if target == "return":
         return compute_gae(torch.zeros_like(values, dtype=torch.float32), rewards, state_mask, gamma, 1.0)[2]
