@@ -68,7 +68,7 @@ demo: assets
 	@start=$$(date +%s); \
 	for r in baseline verifiable rho1; do \
 		ref=""; [ $$r = rho1 ] && ref="-p reference_path storage/models_v2/micro-ref"; \
-		$(PAPERMILL) nbs/evaluate.ipynb runs/demo-eval-$$r.ipynb -p model_path runs/demo-$$r/best \
+		$(PAPERMILL) nbs/evaluate.ipynb runs/demo-eval-$$r.ipynb -p model_path runs/demo-$$r \
 			-p n 5 -p limit 20 -p max_new_tokens 128 -p ks 1,5 $$ref || exit 1; \
 	done; \
 	$(PAPERMILL) nbs/analysis_weights.ipynb runs/analysis_weights.ipynb && \

@@ -7,7 +7,7 @@ _TOKENIZER: Path | None = None
 
 
 def build(root: Path) -> Path:
-    "storage/ under `root`: models_v2/{tiny-mtp,tiny-ref} (shared tokenizer) and datasets_v2/tiny (24 records)."
+    "storage/ under `root`: models_v2/{tiny-mtp,tiny-ref} (shared tokenizer) and datasets_v2/tiny (24 train, 6 valid records)."
     from wmtp_nb.micro import make_tiny_model
     from wmtp_nb.tokenizer import train_code_tokenizer
     global _TOKENIZER
@@ -19,16 +19,17 @@ def build(root: Path) -> Path:
     make_tiny_model(storage / "models_v2" / "tiny-ref", tok, dim=64, n_layers=2, n_heads=4, seed=1, layout="hf")
     d = storage / "datasets_v2" / "tiny" / "processed"
     d.mkdir(parents=True)
-    recs, meta = [], []
-    for i in range(24):
-        ok = i % 2 == 0
-        op = "+" if ok else "-"
-        recs.append({"instruction": f"Write a function f{i} that adds {i} to x.", "input": "",
-                     "output": f"def f{i}(x):\n    return x {op} {i}\n", "task_id": f"t{i}_{'correct' if ok else 'incorrect'}",
-                     "is_correct": ok, "metadata": {"source": "test", "difficulty": 1 + i % 11, "has_tests": False}})
-        meta.append({"is_correct": ok, "difficulty": 1 + i % 11})
-    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    (d / "train_metadata.json").write_text(json.dumps({"metadata": meta, "stats": {}}))
+    for split, ids in (("train", range(24)), ("valid", range(100, 106))):
+        recs, meta = [], []
+        for i in ids:
+            ok = i % 2 == 0
+            op = "+" if ok else "-"
+            recs.append({"instruction": f"Write a function f{i} that adds {i} to x.", "input": "",
+                         "output": f"def f{i}(x):\n    return x {op} {i}\n", "task_id": f"t{i}_{'correct' if ok else 'incorrect'}",
+                         "is_correct": ok, "metadata": {"source": "test", "difficulty": 1 + i % 11, "has_tests": False}})
+            meta.append({"is_correct": ok, "difficulty": 1 + i % 11})
+        (d / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (d / f"{split}_metadata.json").write_text(json.dumps({"metadata": meta, "stats": {}}))
     return storage
 
 

@@ -351,8 +351,10 @@ def evaluate(model_path: str | Path, dataset: str = "humaneval", split: str = "t
              workers: int = 2, timeout: float = 3.0, ks: Sequence[int] = (1, 5, 10), out_dir: str | Path | None = None,
              speculative: bool = False, device: str = "cpu", log_mlflow: bool = True, run_name: str | None = None,
              codecontests_path: str | Path | None = None, progress: bool = True) -> dict:
-    "Generate `n` samples per task with the model at `model_path`, score them in the sandbox, write and return the report."
+    "Generate `n` samples per task with the model at `model_path` (a run dir: its validation-chosen best/, else last/), score them in the sandbox, write and return the report."
+    from wmtp_nb.train import resolve_checkpoint, run_data_condition
     t0 = time.time()
+    model_path = resolve_checkpoint(model_path)
     tasks = select_tasks(load_tasks(dataset, split, codecontests_path), limit, task_ids)
     torch.manual_seed(seed)
     model, tok = load_policy(model_path, device=device)
@@ -378,6 +380,7 @@ def evaluate(model_path: str | Path, dataset: str = "humaneval", split: str = "t
         "device": device, "torch": torch.__version__, "wmtp_nb": __version__, "python": platform.python_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "run": run_name or default_eval_dir(model_path, dataset).parent.parent.name,
+        "data_condition": run_data_condition(model_path),   # what the evaluated run trained on (None outside a run)
     }
     report = build_report(results, ks, meta, seed=seed)
     write_eval(out_dir, results, report)
@@ -467,7 +470,7 @@ def _parse_ks(ks: str | Sequence[int]) -> tuple[int, ...]:
 # %% ../nbs/15_evaluate.ipynb #eaf154ae
 @call_parse
 def main(
-    model_path: Param("checkpoint dir (runs/<run>/best) or storage model dir (storage/models_v2/<name>)", str),
+    model_path: Param("run dir (runs/<run>: best/ if chosen on validation, else last/), checkpoint dir or storage model dir", str),
     dataset: Param("humaneval, mbpp or codecontests", str) = "humaneval",
     split: Param("MBPP split (test, valid, train)", str) = "test",
     n: Param("samples per task", int) = 10,
@@ -615,21 +618,22 @@ def heldout_batches(tokenizer, records: Sequence[dict], batch_size: int = 8, max
 @torch.inference_mode()
 def critic_weight_samples(adapter: torch.nn.Module, batches: Iterable[dict], weighting: dict | None = None) -> dict[str, np.ndarray]:
     "Per-token TD errors, normalised advantages and weights of a policy with a value head on `batches` (valid tokens)."
-    from wmtp_nb.weighting import build_weights, compute_gae, normalize_advantages
+    from wmtp_nb.weighting import normalize_advantages, verifiable_weights
     if getattr(adapter, "value_head", None) is None:
         raise ValueError("critic_weight_samples: the model has no value head (load a critic or verifiable checkpoint)")
-    w = {"gamma": 0.99, "lam": 0.95, "normalize": "zscore", "temperature": 1.0, "w_min": 0.1, "w_max": 5.0,
+    w = {"gamma": 1.0, "lam": 0.95, "normalize": "zscore", "temperature": 1.0, "w_min": 0.1, "w_max": 5.0,
          "entropy_floor": 0.01, "mode": "softmax", "reward_correct": 1.0, "reward_incorrect": 0.0, **(weighting or {})}
     out: dict[str, list] = {"td_error": [], "advantage": [], "weight": [], "value": []}
     for b in batches:
-        mask = b["labels"] != -100  # [B, S] output tokens
         h = adapter.trunk_states(b["input_ids"], b["attention_mask"])
-        values = adapter.value_forward(h).float()  # [B, S]
+        values = adapter.value_forward(h).float()  # [B, S]: V_j from h_j
         rewards = torch.where(b["is_correct"].bool(), w["reward_correct"], w["reward_incorrect"]).float()  # [B]
-        deltas, adv, _ = compute_gae(values, rewards, mask, w["gamma"], w["lam"])
-        norm = normalize_advantages(adv, mask, w["normalize"])
-        wt = build_weights(norm, mask, w["temperature"], (w["w_min"], w["w_max"]), w["entropy_floor"], w["mode"])
-        for k, x in (("td_error", deltas), ("advantage", norm), ("weight", wt), ("value", values)):
+        # the training stage's pipeline: steps are the output states (SPEC §6), one weight per emitted token
+        tdw = verifiable_weights(values, rewards, b["labels"] != -100, 1, w["gamma"], w["lam"], w["normalize"],
+                                 temperature=w["temperature"], clip=(w["w_min"], w["w_max"]),
+                                 entropy_floor=w["entropy_floor"], mode=w["mode"])
+        mask, norm = tdw.state_mask, normalize_advantages(tdw.advantages, tdw.state_mask, w["normalize"])
+        for k, x in (("td_error", tdw.deltas), ("advantage", norm), ("weight", tdw.states), ("value", values)):
             out[k].append(x[mask].numpy())
     if not out["weight"]:
         raise ValueError("critic_weight_samples: no batches")
