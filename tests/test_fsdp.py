@@ -170,7 +170,7 @@ def test_fsdp_critic_then_verifiable_then_evaluate(assets):
     # the critic trained its (zero-initialised) value head, which the verifiable run started from
     assert any(v.abs().sum() > 0 for v in load_file(str(crit / "value_head.safetensors")).values())
     assert "init_from: fcritic" in (root / "runs" / "fver" / "config.yaml").read_text()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": (root / "mlruns").as_uri()}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
     ev = subprocess.run([sys.executable, "-m", "wmtp_nb.evaluate", str(best), "--dataset", "mbpp", "--task_ids", "MBPP/11",
                          "--n", "1", "--temperature", "0", "--max_new_tokens", "8", "--ks", "1", "--no_mlflow",
                          "--out_dir", str(root / "fver-eval")], capture_output=True, text=True, timeout=400, env=env, cwd=ROOT)

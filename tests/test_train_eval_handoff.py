@@ -24,11 +24,14 @@ def test_config_and_mlflow_name_the_data_condition(trained):
     assert (run / "config.yaml").read_text().startswith("# data condition: correct only\n")
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if "valid/ce" in r] == [1, 2]                     # eval_every 1: both steps
-    (ml,) = [p.parent for p in (root / "runs" / "mlruns").glob("*/*/meta.yaml") if "run_name: base" in p.read_text()]
-    assert (ml / "params" / "data_condition").read_text() == "correct only"
-    assert (ml / "params" / "data.is_correct").read_text() == "True"
-    assert (ml / "tags" / "data_condition").read_text() == "correct only"
-    assert (ml / "metrics" / "valid" / "ce").is_file() and (ml / "metrics" / "valid" / "ce_head_0").is_file()
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{root / 'runs' / 'mlflow.db'}")
+    (ml,) = client.search_runs([client.get_experiment_by_name("wmtp").experiment_id], "attributes.run_name = 'base'")
+    assert ml.data.params["data_condition"] == "correct only"
+    assert ml.data.params["data.is_correct"] == "True"
+    assert ml.data.tags["data_condition"] == "correct only"
+    assert [m.step for m in client.get_metric_history(ml.info.run_id, "valid/ce")] == [1, 2]
+    assert "valid/ce_head_0" in ml.data.metrics
 
 
 def test_evaluate_a_run_dir_and_compare(trained):
