@@ -280,7 +280,7 @@ def shutdown_sandbox() -> None:
 
 atexit.register(shutdown_sandbox)
 
-# %% ../nbs/05_sandbox.ipynb #9f75c268
+# %% ../nbs/05_sandbox.ipynb #48d77aa5
 def _memfd(name: str, data: bytes) -> int:
     fd = os.memfd_create(name, 0) if hasattr(os, "memfd_create") else os.open(tempfile.gettempdir(), os.O_TMPFILE | os.O_RDWR, 0o600)
     view = memoryview(data)
@@ -366,8 +366,8 @@ def _execute(program: str, tests: str | None, stdin: str | bytes | None, timeout
                     _killpg(launcher)
                     try: code = zyg._recv(b"E", 30)
                     except (OSError, RuntimeError): zyg_broken = True
-                if sweep:
-                    _sweep_uid(uid); _sweep_uid(judge_uid)
+                if sweep or not exited or code != 0 or flags["timed_out"] or flags["output_limit"]:
+                    _sweep_uid(uid); _sweep_uid(judge_uid)  # killed: wait until the run's processes are gone
                 for _, fd in streams: os.close(fd)
                 sel.close()
             healthy = not zyg_broken
