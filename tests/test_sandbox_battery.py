@@ -16,7 +16,8 @@ MARKER = f"WMTP_SANDBOX={os.getpid()}".encode()
 
 
 def _scratch_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("wmtp_sbx_*")}
+    "This harness's scratch dirs and zygote mount points (other processes on the machine may have their own)."
+    return {p.name for p in Path(tempfile.gettempdir()).glob(f"wmtp_sbx_{os.getpid()}_*")}
 
 
 SCRATCH_BEFORE = _scratch_dirs()

@@ -263,14 +263,14 @@ def _under_test(tests: str, name: str, program_names: set) -> bool:
     uses = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == name]
     return bool(uses) and all(id(n) in subjects for n in uses)
 
-# %% ../nbs/05a_sandbox_runtime.ipynb #5735e715
+# %% ../nbs/05a_sandbox_runtime.ipynb #fb35129c
 def run_tests(tests: str, chan: Channel) -> dict:
     "Judge: run the trusted `tests` with the program's names as stand-ins; the verdict as a dict."
     import builtins, importlib, traceback
     try: code = compile(tests, "<tests>", "exec")
     except SyntaxError as e: return dict(status="failed", kind="exception", type="SyntaxError", message=f"in the tests: {e}", phase="tests")
-    try:
-        hello = chan.exchange({"op": "hello"}, "its start, before the tests ran")
+    try:  # the names the tests load (identifiers only): the program answers with its names and those values
+        hello = chan.exchange({"op": "hello", "want": sorted(_names_used(code))}, "its start, before the tests ran")
     except ProgramGone:
         if chan.exit_code is not None: return dict(status="failed", kind="exit", phase="program", code=chan.exit_code)
         return dict(status="failed", kind="gone", phase="program", message=chan.gone)
@@ -278,22 +278,18 @@ def run_tests(tests: str, chan: Channel) -> dict:
         return dict(status="failed", kind="exception", phase="program", type=str((hello["e"] or ["Exception"])[0])[:100],
                     message=str(hello.get("msg", ""))[:1000])
     ns = {"__name__": "__main__", "__builtins__": builtins}
-    program_names = {e[0] for e in hello.get("names", []) if type(e) is list and e and type(e[0]) is str}
-    used = _names_used(code)
-    used = {n for n in used if not hasattr(builtins, n) or _under_test(tests, n, program_names)}
-    wanted = []
-    for entry in hello.get("names", []):
-        if not (type(entry) is list and len(entry) == 2 and type(entry[0]) is str and entry[0] in used): continue
-        name, module = entry
-        if type(module) is str:  # the program imported a module under this name: the judge imports its own copy
-            if module.split(".")[0] in sys.stdlib_module_names:
-                try: ns[name] = importlib.import_module(module)
-                except Exception: pass
-        else: wanted.append(name)
+    names = [e for e in hello.get("names", []) if type(e) is list and len(e) == 2 and type(e[0]) is str]
+    program_names = {name for name, _ in names}
+    used = {n for n in _names_used(code) if not hasattr(builtins, n) or _under_test(tests, n, program_names)}
+    values = {e[0]: e[1] for e in hello.get("v", []) if type(e) is list and len(e) == 2 and type(e[0]) is str}
     try:
-        if wanted:
-            for name, value in zip(wanted, chan.request({"op": "globals", "n": wanted}, "the program's names")):
-                ns[name] = value
+        for name, module in names:
+            if name not in used: continue
+            if type(module) is str:  # the program imported a module under this name: the judge imports its own copy
+                if module.split(".")[0] in sys.stdlib_module_names:
+                    try: ns[name] = importlib.import_module(module)
+                    except Exception: pass
+            elif name in values: ns[name] = chan.value({"v": values[name]}, "the program's names")
         exec(code, ns)
     except ProgramGone: pass
     except SystemExit as e:
@@ -325,7 +321,7 @@ def _exc_reply(e: BaseException) -> dict:
     except Exception: pass
     return reply
 
-# %% ../nbs/05a_sandbox_runtime.ipynb #1da0aa6f
+# %% ../nbs/05a_sandbox_runtime.ipynb #153896c4
 def serve(ns: dict, rfd: int, wfd: int, program_error: dict | None) -> None:
     "Program side: answer the judge's requests (names, calls, attributes, iteration) until it closes the pipe."
     objs = []
@@ -341,10 +337,15 @@ def serve(ns: dict, rfd: int, wfd: int, program_error: dict | None) -> None:
         op = msg.get("op")
         try:
             if program_error is not None: reply = program_error
-            elif op == "hello":
-                reply = {"names": [[k, v.__name__ if type(v) is type(sys) else None] for k, v in list(ns.items())
-                                   if not k.startswith("__")]}
-            elif op == "globals": reply = {"v": [encode(ns.get(n), ref) for n in msg["n"]]}
+            elif op == "hello":  # every top-level name (modules by their module's name), and the values wanted
+                names = [[k, v.__name__ if type(v) is type(sys) else None] for k, v in list(ns.items())
+                         if not k.startswith("__")]
+                want, values = set(msg["want"]), []
+                for k, m in names:
+                    if m is None and k in want:
+                        try: values.append([k, encode(ns[k], ref)])
+                        except NotPlainData: pass  # (cyclic or too deep: the tests get a NameError if they use it)
+                reply = {"names": names, "v": values}
             elif op == "call":
                 f, args = objs[msg["o"]], [decode(a, obj) for a in msg["a"]]
                 kwargs = {k: decode(v, obj) for k, v in msg["k"]}
@@ -585,7 +586,7 @@ def _drop_privileges(uid, rlimits: dict, mech: dict, dumpable: bool = True) -> N
     mech["no_new_privs"] = libc().prctl(38, 1, 0, 0, 0) == 0
     mech["seccomp"] = install_seccomp(libc())
 
-# %% ../nbs/05a_sandbox_runtime.ipynb #d42b17bc
+# %% ../nbs/05a_sandbox_runtime.ipynb #7ce1f959
 _REAPED: dict = {}
 
 def _wait_all(pids: dict) -> dict:
@@ -597,14 +598,22 @@ def _wait_all(pids: dict) -> dict:
     return {name: _REAPED[p] for p, name in pids.items() if p in _REAPED}
 
 def _poll_exit(pid: int, seconds: float) -> bool:
-    "Has child `pid` exited within `seconds`? (Reaps it and any other child that has.)"
+    "Has child `pid` exited within `seconds`? (Reaps it, and any other child that has exited.)"
+    import select
     end = time.monotonic() + seconds
-    while pid not in _REAPED:
-        got, status = os.waitpid(-1, os.WNOHANG)
-        if got: _REAPED[got] = os.waitstatus_to_exitcode(status); continue
-        if time.monotonic() > end: return False
-        time.sleep(0.002)
-    return True
+    try: pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError): pidfd = None  # Linux < 5.3: poll
+    try:
+        while pid not in _REAPED:
+            got, status = os.waitpid(-1, os.WNOHANG)
+            if got: _REAPED[got] = os.waitstatus_to_exitcode(status); continue
+            left = end - time.monotonic()
+            if left <= 0: return False
+            if pidfd is not None: select.select([pidfd], [], [], left)
+            else: time.sleep(min(left, 0.002))
+        return True
+    finally:
+        if pidfd is not None: os.close(pidfd)
 
 # %% ../nbs/05a_sandbox_runtime.ipynb #bd836376
 def launcher(job: dict, fds: dict, zygote_pid: int, zmech: dict) -> None:
