@@ -407,7 +407,7 @@ def test_int_subclass_equal_to_everything():
     program = "class Yes(int):\n    def __eq__(self, other): return True\n    __hash__ = int.__hash__\n" \
               "def add(a, b):\n    return Yes(0)\n"
     r = check_program(program, "assert add(1, 2) == 3\nassert add(2, 2) == 4")
-    assert r.status == "failed" and "Yes object where the tests need plain data" in r.reason, r
+    assert r.status == "failed" and "value of type Yes, not plain data" in r.reason, r
     r = check_program(program.replace("return Yes(0)", "return [Yes(0)]"), "assert add(1, 2) == [3]")
     assert r.status == "failed" and "plain data" in r.reason, r  # nested too
     r = check_program("class S(str):\n    def __eq__(self, o): return True\ndef f():\n    return S('x')\n",

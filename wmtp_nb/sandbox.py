@@ -253,7 +253,7 @@ class _Zygote:
         with contextlib.suppress(Exception): self.err.close()
         if self.root: shutil.rmtree(self.root, ignore_errors=True)
 
-# %% ../nbs/05_sandbox.ipynb #1a9558c9
+# %% ../nbs/05_sandbox.ipynb #a072d346
 _POOL: dict[tuple, list[_Zygote]] = {}
 _POOL_LOCK = threading.Lock()
 _POOL_OWNER = os.getpid()
@@ -272,13 +272,12 @@ def _release(z: _Zygote, packages: tuple) -> None:
         if _POOL_OWNER == os.getpid(): _POOL.setdefault(packages, []).append(z); return
     z.close()
 
+@atexit.register
 def shutdown_sandbox() -> None:
     "Stop the idle launcher processes (they also stop by themselves when this process exits)."
     with _POOL_LOCK:
         zs = [z for group in _POOL.values() for z in group]; _POOL.clear()
     for z in zs: z.close()
-
-atexit.register(shutdown_sandbox)
 
 # %% ../nbs/05_sandbox.ipynb #48d77aa5
 def _memfd(name: str, data: bytes) -> int:

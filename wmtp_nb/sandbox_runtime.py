@@ -109,7 +109,7 @@ def recv_msg(fd: int, cap: int = MAX_MESSAGE):
     if data is None: return None
     return json.loads(data)
 
-# %% ../nbs/05a_sandbox_runtime.ipynb #87089632
+# %% ../nbs/05a_sandbox_runtime.ipynb #fd33b2d8
 class ProgramGone(BaseException):
     "The program process ended, or broke the protocol, while the tests needed it (not an Exception: tests cannot catch it by accident)."
 
@@ -147,8 +147,8 @@ class ProgramObject:
 
 def _refuse(op: str):
     def refuse(self, *args):
-        raise TypeError(f"the program gave a {self._type} object where the tests need plain data ({PLAIN_TYPES}): "
-                        f"{op} is not applied to objects of the program")
+        raise TypeError(f"the program returned a value of type {self._type}, not plain data ({PLAIN_TYPES}): "
+                        f"the tests cannot apply {op} to it")
     refuse.__name__ = op
     return refuse
 
@@ -263,14 +263,14 @@ def _under_test(tests: str, name: str, program_names: set) -> bool:
     uses = [n for n in ast.walk(tree) if isinstance(n, ast.Name) and n.id == name]
     return bool(uses) and all(id(n) in subjects for n in uses)
 
-# %% ../nbs/05a_sandbox_runtime.ipynb #fb35129c
+# %% ../nbs/05a_sandbox_runtime.ipynb #d102ca65
 def run_tests(tests: str, chan: Channel) -> dict:
     "Judge: run the trusted `tests` with the program's names as stand-ins; the verdict as a dict."
     import builtins, importlib, traceback
     try: code = compile(tests, "<tests>", "exec")
     except SyntaxError as e: return dict(status="failed", kind="exception", type="SyntaxError", message=f"in the tests: {e}", phase="tests")
     try:  # the names the tests load (identifiers only): the program answers with its names and those values
-        hello = chan.exchange({"op": "hello", "want": sorted(_names_used(code))}, "its start, before the tests ran")
+        hello = chan.exchange({"op": "hello", "want": sorted(_names_used(code))}, "its start")
     except ProgramGone:
         if chan.exit_code is not None: return dict(status="failed", kind="exit", phase="program", code=chan.exit_code)
         return dict(status="failed", kind="gone", phase="program", message=chan.gone)
@@ -299,7 +299,9 @@ def run_tests(tests: str, chan: Channel) -> dict:
     except BaseException as e:
         if not chan.gone:
             traceback.print_exception(type(e), e, e.__traceback__.tb_next)
-            return dict(status="failed", kind="exception", phase="tests", type=type(e).__name__, message=str(e)[:1000])
+            try: message = str(e)
+            except Exception: message = "<the message is an object of the program>"  # e.g. `assert x == 3, x`
+            return dict(status="failed", kind="exception", phase="tests", type=type(e).__name__, message=message[:1000])
     if chan.gone:
         if chan.exit_code is not None: return dict(status="failed", kind="exit", phase="tests", code=chan.exit_code)
         return dict(status="failed", kind="gone", phase="tests", message=chan.gone[:1000])
@@ -754,7 +756,7 @@ def _read_line(sock) -> bytes:
         buf += chunk
     return buf
 
-# %% ../nbs/05a_sandbox_runtime.ipynb #4f32fbd4
+# %% ../nbs/05a_sandbox_runtime.ipynb #05bc92aa
 def zygote_main(ctrl_fd: int) -> None:
     """A pre-imported, pre-forking launcher: receives one job at a time (a JSON header plus file descriptors) on the
     control socket, forks a launcher for it, reports its pid and, once it exits, its exit code."""
@@ -762,8 +764,9 @@ def zygote_main(ctrl_fd: int) -> None:
     for name in PRELOAD:
         try: __import__(name)
         except Exception: pass
-    import resource  # what every run needs, prepared once
+    import gc, resource  # what every run needs, prepared once
     _filter(); libc()
+    gc.freeze()  # the pre-imported objects: never scanned by a run's garbage collector, pages stay shared
     sock = socket.socket(fileno=ctrl_fd)
     mech = _zygote_setup(sock)
     sys.path[:] = [p for p in sys.path if p != os.path.dirname(os.path.abspath(__file__))]  # (Python < 3.11: no -P)
