@@ -13,8 +13,9 @@ __all__ = ['PLAIN_TYPES', 'MAX_DEPTH', 'MAX_MESSAGE', 'DENIED_SYSCALLS', 'NAMESP
 # %% ../nbs/05a_sandbox_runtime.ipynb #b7bb424e
 import ctypes, json, os, signal, struct, sys, time
 
-# %% ../nbs/05a_sandbox_runtime.ipynb #bda14837
-PLAIN_TYPES = "None, bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset"
+# %% ../nbs/05a_sandbox_runtime.ipynb #87b8d3b7
+PLAIN_TYPES = "None, bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset, or one of these classes"
+_CLASSES = {c.__name__: c for c in (bool, int, float, complex, str, bytes, list, tuple, dict, set, frozenset, type(None), object)}
 MAX_DEPTH = 100          # nesting levels a value may have
 MAX_MESSAGE = 64 << 20   # bytes in one message between the program and the judge
 
@@ -36,13 +37,14 @@ def _stdlib_base(v):
     if isinstance(v, tuple) and getattr(t, "_fields", None) is not None and t.__eq__ is tuple.__eq__: return tuple(v)
     return None
 
-# %% ../nbs/05a_sandbox_runtime.ipynb #d5f6dd71
+# %% ../nbs/05a_sandbox_runtime.ipynb #03843c73
 def encode(v, ref=None, depth: int = 0):
     "Plain data as a JSON tree (tagged: t tuple, s set, f frozenset, d dict, b bytes, i big int, r object handle)."
     t = type(v)
     if v is None or t is bool or t is str or t is float: return v
     if t is int: return v if -(1 << 63) <= v < (1 << 63) else {"i": format(v, "x")}
     if t is complex: return {"c": [v.real, v.imag]}
+    if t is type and _CLASSES.get(getattr(v, "__name__", None)) is v: return {"y": v.__name__}  # MBPP/533 passes `int`
     if depth >= MAX_DEPTH: raise NotPlainData(f"data nested deeper than {MAX_DEPTH} levels (or cyclic)")
     d = depth + 1
     if t is list: return [encode(x, ref, d) for x in v]
@@ -56,7 +58,7 @@ def encode(v, ref=None, depth: int = 0):
     if ref is None: raise NotPlainData(f"a {_type_name(v)} object is not plain data ({PLAIN_TYPES})")
     return ref(v)
 
-# %% ../nbs/05a_sandbox_runtime.ipynb #a62eccb1
+# %% ../nbs/05a_sandbox_runtime.ipynb #bc11f302
 def decode(x, handle=None, depth: int = 0):
     "The value of an `encode`d tree; `handle(number, type_name)` stands in for an object handle. Malformed: ValueError."
     t = type(x)
@@ -70,6 +72,7 @@ def decode(x, handle=None, depth: int = 0):
                 (tag, val), = x.items()
                 if tag == "i" and type(val) is str: return int(val, 16)
                 if tag == "b" and type(val) is str: return bytes.fromhex(val)
+                if tag == "y" and type(val) is str and val in _CLASSES: return _CLASSES[val]
                 if tag == "c" and type(val) is list and len(val) == 2 and all(type(f) is float for f in val):
                     return complex(*val)
                 if type(val) is list:
