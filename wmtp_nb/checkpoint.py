@@ -57,9 +57,12 @@ def _unpack(b: bytes) -> Any:
 
 def _model_optim_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
     "`{'model': …, 'optimizer': …}` keyed by parameter name (sharded DTensors under FSDP), as DCP saves and loads them."
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
-    if optimizer is None: return {"model": get_model_state_dict(model)}
-    msd, osd = get_state_dict(model, optimizer)
+    # frozen parameters are left out: they never change, and are rebuilt from the run's source (LoRA's base weights,
+    # the critic's trunk), so a LoRA run's training state holds the adapters, not a second copy of the 7B
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
+    opts = StateDictOptions(ignore_frozen_params=True)
+    if optimizer is None: return {"model": get_model_state_dict(model, options=opts)}
+    msd, osd = get_state_dict(model, optimizer, options=opts)
     return {"model": msd, "optimizer": osd}
 
 def check_train_state(path: str | Path, model_state: dict, needs_optimizer: bool) -> None:
@@ -244,7 +247,7 @@ class CheckpointManager:
              path: str | Path | None = None, rank: int = 0, world_size: int = 1) -> dict:
         "Restore a checkpoint (default `last/`) into model/optimiser/scheduler and this rank's RNG; returns the loop state."
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict, set_state_dict
         path = Path(path) if path is not None else self.last
         if not is_checkpoint(path):
             raise FileNotFoundError(f"no checkpoint at {path} (expected meta.json and {TRAIN_STATE}/.metadata; "
@@ -258,8 +261,9 @@ class CheckpointManager:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="torch.distributed is disabled")
             dcp.load(sd, checkpoint_id=str(path / TRAIN_STATE), no_dist=not _distributed())
-        if optimizer is None: set_model_state_dict(model, sd["model"])
-        else: set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optimizer"])
+        partial = StateDictOptions(strict=False)   # the trainable parameters only; their key set was checked above
+        if optimizer is None: set_model_state_dict(model, sd["model"], options=partial)
+        else: set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optimizer"], options=partial)
         trainer = _unpack(sd["trainer"])
         if scheduler is not None and trainer["scheduler"] is not None: scheduler.load_state_dict(trainer["scheduler"])
         if saved_world == world_size: set_rng_state(_unpack(sd["rng"][f"rank{rank}"]))

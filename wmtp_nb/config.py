@@ -5,9 +5,9 @@
 # %% ../nbs/10_config.ipynb #ddad8517
 from __future__ import annotations
 
-import copy, difflib
+import copy, difflib, types
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
@@ -15,10 +15,11 @@ from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_
 from .files import project_root, runs_dir, storage_dir
 
 # %% auto #0
-__all__ = ['ProjectConfig', 'ExperimentConfig', 'PathsConfig', 'ModelsConfig', 'DataConfig', 'TrainingConfig', 'WeightingConfig',
-           'CriticConfig', 'Rho1Config', 'RuntimeConfig', 'CheckpointConfig', 'MlflowConfig', 'Config', 'ConfigError',
-           'deep_merge', 'check_keys', 'parse_override', 'resolve_preset', 'load_config', 'dump_config',
-           'flatten_config', 'data_condition', 'storage_root', 'runs_root', 'model_path', 'dataset_path']
+__all__ = ['LORA_TARGETS', 'ProjectConfig', 'ExperimentConfig', 'PathsConfig', 'LoraConfig', 'ModelsConfig', 'DataConfig',
+           'TrainingConfig', 'WeightingConfig', 'CriticConfig', 'Rho1Config', 'RuntimeConfig', 'CheckpointConfig',
+           'MlflowConfig', 'Config', 'ConfigError', 'deep_merge', 'check_keys', 'parse_override', 'resolve_preset',
+           'load_config', 'dump_config', 'flatten_config', 'data_condition', 'storage_root', 'runs_root', 'model_path',
+           'dataset_path']
 
 # %% ../nbs/10_config.ipynb #321b3f7f
 class _Section(BaseModel):
@@ -31,7 +32,7 @@ class ProjectConfig(_Section):
 
 class ExperimentConfig(_Section):
     "Which stage runs and under which name."
-    stage: Literal["baseline", "critic", "verifiable", "rho1"] = "baseline"
+    stage: Literal["baseline", "critic", "verifiable", "rho1", "ref_tuning"] = "baseline"
     run_name: Optional[str] = None  # None: <stage>-<preset>-<timestamp>, chosen once on rank 0
     tags: dict[str, str] = {}
 
@@ -40,12 +41,35 @@ class PathsConfig(_Section):
     storage: Optional[str] = None
     runs: Optional[str] = None
 
+LORA_TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3")  # attention and SwiGLU projections of every block
+
+class LoraConfig(_Section):
+    "LoRA adapters (peft) on the projections of every trunk and head block; everything else frozen unless named here."
+    r: int = 16
+    alpha: float = 32.0  # the update is (alpha / r) · B·A
+    dropout: float = 0.05
+    target_modules: list[Literal["wq", "wk", "wv", "wo", "w1", "w2", "w3"]] = list(LORA_TARGETS)
+    train_output: bool = False  # the shared output projection trained in full (saved with the adapter) or frozen
+    train_value_head: bool = True  # verifiable: the value head trains in full beside the adapters (or stays frozen)
+    save_merged: bool = False  # at the end of a run, also write <checkpoint>/merged/: a plain checkpoint, LoRA merged
+
+    @model_validator(mode="after")
+    def _check(self) -> "LoraConfig":
+        if self.r < 1: raise ValueError(f"r must be >= 1, got {self.r}")
+        if not self.alpha > 0: raise ValueError(f"alpha must be > 0, got {self.alpha}")
+        if not 0 <= self.dropout < 1: raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if not self.target_modules: raise ValueError(f"target_modules is empty; choose from {list(LORA_TARGETS)}")
+        if len(set(self.target_modules)) != len(self.target_modules):
+            raise ValueError(f"target_modules has duplicates: {self.target_modules}")
+        return self
+
 class ModelsConfig(_Section):
-    "Policy, reference and value head; a model is a name under `storage/models_v2/` or a path."
+    "Policy, reference and value head; a model is a name under `storage/models_v2/`, a ref_tuning run's name, or a path."
     policy: str = "meta-llama-mtp"
     reference: Optional[str] = "ref-sheared-llama-2.7b"
     value_head: Literal["linear", "mlp"] = "linear"
     init_from: Optional[str] = None  # a checkpoint dir or a run name (its best/); verifiable starts from the critic's
+    lora: Optional[LoraConfig] = None  # None: full fine-tuning; else LoRA for every stage but the critic (trunk frozen)
 
 class DataConfig(_Section):
     "Dataset, sampling rule and sequence length."
@@ -202,7 +226,10 @@ def deep_merge(base: dict, update: dict) -> dict:
     return out
 
 def _section_model(annotation: Any) -> type[BaseModel] | None:
-    "The pydantic section class behind a field annotation, if it is one."
+    "The pydantic section class behind a field annotation (`Optional[Section]` too), if it is one."
+    if get_origin(annotation) in (Union, types.UnionType):
+        subs = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = subs[0] if len(subs) == 1 else None
     return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
 
 def check_keys(layer: dict, source: str, model: type[BaseModel] = Config, prefix: str = "") -> None:
@@ -217,6 +244,7 @@ def check_keys(layer: dict, source: str, model: type[BaseModel] = Config, prefix
             raise ConfigError(f"{source}: unknown key '{prefix}{k}'{hint}")
         sub = _section_model(fields[k].annotation)
         if sub is not None:
+            if v is None and fields[k].default is None: continue  # an optional section switched off (models.lora: null)
             if not isinstance(v, dict):
                 raise ConfigError(f"{source}: '{prefix}{k}' must be a mapping of {sub.__name__} keys, got {v!r}")
             check_keys(v, source, sub, f"{prefix}{k}.")
@@ -330,10 +358,11 @@ def runs_root(cfg: Config) -> Path:
     return Path(cfg.paths.runs) if cfg.paths.runs else runs_dir()
 
 def model_path(cfg: Config, name: str) -> Path:
-    "A model name (`micro-mtp`) → `storage/models_v2/micro-mtp`; an existing path is used as is."
+    "A model name (`micro-mtp`) → `storage/models_v2/micro-mtp`, else a ref_tuning run's `runs/<name>/reference`; a path as is."
     p = Path(name)
     if p.is_dir() or p.is_absolute() or len(p.parts) > 1: return p
-    return storage_root(cfg) / "models_v2" / name
+    stored, tuned = storage_root(cfg) / "models_v2" / name, runs_root(cfg) / name / "reference"
+    return tuned if not stored.exists() and (tuned / "configs").is_dir() else stored
 
 def dataset_path(cfg: Config) -> Path:
     "`storage/datasets_v2/<data.dataset>` (or the path given)."

@@ -5,19 +5,21 @@
 # %% ../nbs/17_memory.ipynb #5d82003b
 from __future__ import annotations
 
-import json
+import dataclasses, json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
 from vendor.meta_llama.model import ModelArgs, Transformer, ffn_hidden_dim
-from .config import Config, model_path, runs_root
+from .config import Config, LoraConfig, model_path, runs_root
 from .model import args_from_hf_config
 
 # %% auto #0
-__all__ = ['CE_CHUNK_ELEMENTS', 'GiB', 'PUBLISHED_SHAPES', 'count_parameters', 'block_activation_bytes', 'logits_bytes',
-           'MemoryLine', 'MemoryPlan', 'memory_plan', 'plan_for_config', 'memory_advice', 'check_memory', 'preflight']
+__all__ = ['CE_CHUNK_ELEMENTS', 'GiB', 'PUBLISHED_SHAPES', 'count_parameters', 'block_activation_bytes', 'lora_parameters',
+           'lora_activation_bytes', 'logits_bytes', 'MemoryLine', 'MemoryPlan', 'memory_plan', 'plan_for_config',
+           'memory_advice', 'check_memory', 'preflight']
 
 # %% ../nbs/17_memory.ipynb #491a4ffe
 def count_parameters(args: ModelArgs) -> dict[str, int]:
@@ -39,6 +41,23 @@ def block_activation_bytes(args: ModelArgs, residual_bytes: int = 2, compute_byt
     norms = 2 * ((4 + r) * D + 4)            # float32 input, 1/rms, normalised output
     attention = (3 + 1) * c * D + 4 * H      # q, k, v (GQA: repeated), output; log-sum-exp
     return norms + linear_inputs * c * D + attention + 4 * c * F
+
+# %% ../nbs/17_memory.ipynb #b6af160a
+def lora_parameters(args: ModelArgs, r: int, target_modules: Sequence[str]) -> int:
+    "LoRA parameters of all `n_layers` blocks (trunk, head 0, extra heads): r·(d_in + d_out) per target projection."
+    D, F, kv = args.dim, ffn_hidden_dim(args.dim, args.multiple_of, args.ffn_dim_multiplier), args.kv_heads * args.head_dim
+    shapes = {"wq": (D, D), "wk": (D, kv), "wv": (D, kv), "wo": (D, D), "w1": (D, F), "w2": (F, D), "w3": (D, F)}
+    unknown = sorted(set(target_modules) - set(shapes))
+    if unknown: raise ValueError(f"models.lora.target_modules: {unknown} are not projections of Meta's blocks ({list(shapes)})")
+    return args.n_layers * sum(r * sum(shapes[t]) for t in target_modules)
+
+def lora_activation_bytes(args: ModelArgs, r: int, target_modules: Sequence[str], dropout: float = 0.0,
+                          compute_bytes: int = 2) -> int:
+    "Bytes per token a block's adapters add to its saved activations (upper bound): A's output; with dropout, its mask and A's input."
+    D, F = args.dim, ffn_hidden_dim(args.dim, args.multiple_of, args.ffn_dim_multiplier)
+    d_in = {"wq": D, "wk": D, "wv": D, "wo": D, "w1": D, "w2": F, "w3": D}
+    c = compute_bytes
+    return sum(c * r + ((4 + c) * d_in[t] if dropout > 0 else 0) for t in target_modules)  # mask: bool on CUDA, float on CPU
 
 # %% ../nbs/17_memory.ipynb #552a4ca8
 CE_CHUNK_ELEMENTS = 2 ** 25  # per_token_ce works on float32 chunks of this many logits
@@ -80,7 +99,8 @@ class MemoryPlan:
     def table(self) -> str:
         "The plan as aligned text, GiB per line and the total."
         s = self.settings
-        head = (f"memory plan per device: {s.get('params_b', 0):.2f} B params ({s.get('trainable_b', 0):.2f} B trainable), "
+        trained = f"{s.get('trainable_b', 0):.2f} B trainable" + (f", LoRA r {s['lora_r']}" if s.get("lora_r") else "")
+        head = (f"memory plan per device: {s.get('params_b', 0):.2f} B params ({trained}), "
                 f"{s.get('strategy')} over {s.get('world_size')} process(es), batch {s.get('batch_size')} × {s.get('seq_len')}, "
                 f"compute {s.get('compute')}, activation checkpointing {'on' if s.get('activation_checkpointing') else 'off'}")
         w = max(len(l.name) for l in self.lines)
@@ -93,13 +113,19 @@ def memory_plan(args: ModelArgs, batch_size: int, seq_len: int, world_size: int 
                 compute_dtype: torch.dtype | None = torch.bfloat16, stage: str = "baseline",
                 activation_checkpointing: bool = True, loss: str = "efficient", value_head_params: int = 0,
                 trainable_params: int | None = None, reference_args: ModelArgs | None = None,
-                reference_bytes: int = 4, device_type: str = "cuda") -> MemoryPlan:
-    "Per-device bytes of one training process (float32 master weights, AdamW); `trainable_params` overrides T (e.g. LoRA)."
+                reference_bytes: int = 4, device_type: str = "cuda", lora: LoraConfig | None = None) -> MemoryPlan:
+    "Per-device bytes of one training process (float32 master weights, AdamW); with `lora` only the adapters train; `trainable_params` overrides T."
     if strategy not in ("ddp", "fsdp"): raise ValueError(f"runtime.strategy: expected 'ddp' or 'fsdp', got {strategy!r}")
     cnt = count_parameters(args)
-    P = cnt["total"] + value_head_params
     frozen_trunk = stage == "critic"                                         # the critic trains the value head only
-    T = trainable_params if trainable_params is not None else (value_head_params if frozen_trunk else P)
+    lora = None if frozen_trunk else lora                                    # ...and gets no adapters (build_adapter)
+    adapter = 0 if lora is None else \
+        lora_parameters(args, lora.r, lora.target_modules) + (args.vocab_size * args.dim if lora.train_output else 0)
+    P = cnt["total"] + value_head_params + adapter
+    if trainable_params is not None: T = trainable_params
+    elif frozen_trunk: T = value_head_params
+    elif lora is not None: T = adapter + (value_head_params if lora.train_value_head else 0)
+    else: T = P
     sharded = strategy == "fsdp" and world_size > 1
     W = world_size if sharded else 1
     c = 2 if compute_dtype in (torch.bfloat16, torch.float16) else 4        # matmul inputs
@@ -114,6 +140,7 @@ def memory_plan(args: ModelArgs, batch_size: int, seq_len: int, world_size: int 
     elif c != 4 and device_type == "cuda":
         lines.append(MemoryLine("autocast weight copies", c * T, "bf16 copy of every trainable weight"))
     blk = block_activation_bytes(args, r, c)
+    if lora is not None: blk += lora_activation_bytes(args, lora.r, lora.target_modules, lora.dropout, c)
     if frozen_trunk:   # trunk under no_grad: one block's working set at a time, then the value head on norm(h)
         act = act_ckpt = N * (blk + (8 + r) * D)
     else:
@@ -139,7 +166,8 @@ def memory_plan(args: ModelArgs, batch_size: int, seq_len: int, world_size: int 
         lines.append(MemoryLine("CUDA context + allocator slack", 2 * GiB, "allowance"))
     settings = dict(params_b=P / 1e9, trainable_b=T / 1e9, strategy=strategy if world_size > 1 or strategy == "ddp" else "fsdp (unsharded)",
                     world_size=world_size, batch_size=batch_size, seq_len=seq_len, compute="bf16" if c == 2 else "float32",
-                    activation_checkpointing=activation_checkpointing, stage=stage, loss=loss)
+                    activation_checkpointing=activation_checkpointing, stage=stage, loss=loss,
+                    lora_r=None if lora is None else lora.r)
     return MemoryPlan(lines, settings)
 
 # %% ../nbs/17_memory.ipynb #ebfa55f8
@@ -175,8 +203,12 @@ def plan_for_config(cfg: Config, world_size: int = 1, device_type: str = "cuda")
     if init:   # a checkpoint dir, or a run's best/ or last/
         for cand in (Path(init), runs_root(cfg) / init / "best", runs_root(cfg) / init / "last"):
             if (cand / "adapter_config.json").is_file(): init_dir = cand; break
-    args, _ = _model_args(cfg, str(init_dir) if init_dir else cfg.models.policy, notes)
     stage = cfg.experiment.stage
+    if stage == "ref_tuning":   # the reference's next-token part is what trains
+        ref, _ = _model_args(cfg, cfg.models.reference or "", notes)
+        args = dataclasses.replace(ref, n_layers=ref.n_layers - (ref.n_future_tokens - 1), n_future_tokens=1)
+    else:
+        args, _ = _model_args(cfg, str(init_dir) if init_dir else cfg.models.policy, notes)
     vh = 0
     if stage in ("critic", "verifiable"):
         D = args.dim
@@ -187,7 +219,8 @@ def plan_for_config(cfg: Config, world_size: int = 1, device_type: str = "cuda")
     dev = torch.device("cuda" if device_type == "cuda" else "cpu")
     compute = torch.bfloat16 if cfg.runtime.dtype == "bfloat16" else autocast_dtype(dev, cfg.runtime.dtype)
     plan = memory_plan(args, cfg.training.batch_size, cfg.data.max_length, world_size, cfg.runtime.strategy, compute, stage,
-                       cfg.runtime.activation_checkpointing, cfg.training.mtp_loss, vh, None, ref_args, ref_bytes, device_type)
+                       cfg.runtime.activation_checkpointing, cfg.training.mtp_loss, vh, None, ref_args, ref_bytes, device_type,
+                       cfg.models.lora)
     plan.settings["notes"] = notes
     return plan
 

@@ -5,7 +5,7 @@
 # %% ../nbs/02_model.ipynb #61d91f36
 from __future__ import annotations
 
-import json, os, shutil, struct, tempfile
+import dataclasses, json, os, shutil, struct, tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Optional
@@ -20,7 +20,7 @@ from .files import atomic_write_json, sha256_file
 # %% auto #0
 __all__ = ['save_safetensors', 'safetensors_header', 'load_safetensors', 'meta_to_hf_state_dict', 'hf_to_meta_state_dict',
            'hf_config_from_args', 'args_from_hf_config', 'ValueHead', 'ModelDir', 'read_model_dir', 'expected_shapes',
-           'check_state_dict', 'check_tokenizer_vocab', 'MTPOutput', 'MetaLlamaMTPAdapter']
+           'check_state_dict', 'check_tokenizer_vocab', 'next_token_state_dict', 'MTPOutput', 'MetaLlamaMTPAdapter']
 
 # %% ../nbs/02_model.ipynb #d6c56402
 _ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
@@ -280,6 +280,12 @@ def check_tokenizer_vocab(tokenizer_path: str | Path, args: ModelArgs, source: s
         raise ValueError(f"{source}: vocab mismatch: vocab_size {args.vocab_size} but tokenizer {tokenizer_path} "
                          f"has {n} pieces")
 
+def next_token_state_dict(state_dict: Mapping[str, torch.Tensor], args: ModelArgs) -> tuple[ModelArgs, dict[str, torch.Tensor]]:
+    "An MTP model's next-token part (trunk + head 0, shared norm and output) as a model with n_future_tokens = 1."
+    n = args.n_future_tokens
+    sd = {k: v for k, v in state_dict.items() if not k.startswith("extra_heads.")}
+    return dataclasses.replace(args, n_layers=args.n_layers - (n - 1), n_future_tokens=1), sd
+
 # %% ../nbs/02_model.ipynb #f79c9abf
 @dataclass
 class MTPOutput:
@@ -301,6 +307,7 @@ class MetaLlamaMTPAdapter(nn.Module):
         self.args: ModelArgs = model.params
         self.n_future_tokens, self.dim, self.vocab_size = self.args.n_future_tokens, self.args.dim, self.args.vocab_size
         self.tokenizer_path = Path(tokenizer_path) if tokenizer_path else None
+        self.lora_base: dict | None = None  # with LoRA (wmtp_nb.lora): where the frozen base weights come from
 
     # ---- construction ------------------------------------------------------------------------------------------
     @classmethod
@@ -320,10 +327,16 @@ class MetaLlamaMTPAdapter(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model_path: str | Path, device="auto", dtype: torch.dtype | None = None,
-                        initialize_value_head: bool = True, value_head: str = "linear") -> "MetaLlamaMTPAdapter":
-        "Load a storage model dir (params.json or config.json) or an adapter checkpoint dir (`save_checkpoint`)."
+                        initialize_value_head: bool = True, value_head: str = "linear", merge: bool = True,
+                        next_token_only: bool = False, lora_base: str | Path | None = None) -> "MetaLlamaMTPAdapter":
+        "Load a storage model dir (params.json or config.json) or a checkpoint dir (`save_checkpoint`; LoRA merged unless `merge=False`)."
         if (Path(model_path) / "adapter_config.json").is_file():
-            return cls.from_checkpoint(model_path, device=device, dtype=dtype)
+            ad = cls.from_checkpoint(model_path, device=device, dtype=dtype, merge=merge, lora_base=lora_base)
+            if next_token_only and ad.n_future_tokens > 1:
+                if ad.lora_base is not None: raise ValueError(f"{model_path}: next_token_only needs merge=True for a LoRA checkpoint")
+                args, sd = next_token_state_dict(ad.model.state_dict(), ad.args)
+                ad = cls.from_state_dict(args, sd, device, dtype, False, tokenizer_path=ad.tokenizer_path, source=str(model_path))
+            return ad
         md = read_model_dir(model_path)
         check_tokenizer_vocab(md.tokenizer, md.args, str(md.root))
         sd = load_safetensors(md.weights)
@@ -332,7 +345,9 @@ class MetaLlamaMTPAdapter(nn.Module):
                 sd = hf_to_meta_state_dict(sd, md.args)
             except KeyError as e:
                 raise ValueError(f"{md.weights}: {e.args[0]}") from None
-        return cls.from_state_dict(md.args, sd, device, dtype, initialize_value_head, value_head, md.tokenizer,
+        args = md.args
+        if next_token_only: args, sd = next_token_state_dict(sd, args)
+        return cls.from_state_dict(args, sd, device, dtype, initialize_value_head, value_head, md.tokenizer,
                                    source=str(md.weights))
 
     # ---- forward pieces ----------------------------------------------------------------------------------------
@@ -367,17 +382,25 @@ class MetaLlamaMTPAdapter(nn.Module):
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def save_checkpoint(self, ckpt_dir: str | Path | None, write: bool = True) -> Path | None:
-        "Write `policy.safetensors`, `value_head.safetensors` (if any), `adapter_config.json` and the tokenizer."
+        "Write `policy.safetensors` (LoRA: `lora/`, the base by reference), `value_head.safetensors` (if any), `adapter_config.json`, the tokenizer."
         # FSDP: every rank calls this (each tensor is gathered in turn); only `write=True` (rank 0) writes files.
+        from wmtp_nb.lora import has_lora, save_lora
         sharded = any(hasattr(p, "full_tensor") for p in self.parameters())
+        lora = has_lora(self.model)
         if not write:
             if sharded:
-                save_safetensors(self.model.state_dict(), None, write=False)
+                if lora: save_lora(self, None, write=False)
+                else: save_safetensors(self.model.state_dict(), None, write=False)
                 if self.value_head is not None: save_safetensors(self.value_head.state_dict(), None, write=False)
             return None
         d = Path(ckpt_dir)
         d.mkdir(parents=True, exist_ok=True)
-        save_safetensors(self.model.state_dict(), d / "policy.safetensors", {"format": "pt", "layout": "meta"})
+        if lora:
+            lora_meta = save_lora(self, d)
+            (d / "policy.safetensors").unlink(missing_ok=True)
+        else:
+            save_safetensors(self.model.state_dict(), d / "policy.safetensors", {"format": "pt", "layout": "meta"})
+            shutil.rmtree(d / "lora", ignore_errors=True)
         if self.value_head is not None:
             save_safetensors(self.value_head.state_dict(), d / "value_head.safetensors", {"format": "pt"})
         elif (d / "value_head.safetensors").exists():
@@ -394,7 +417,7 @@ class MetaLlamaMTPAdapter(nn.Module):
             "format": "wmtp-adapter-v1", "params": self.args.to_params(),
             "dtype": str(self.model.tok_embeddings.weight.dtype).removeprefix("torch."),
             "value_head": None if vh is None else {"kind": vh.kind, "hidden": vh.hidden},
-            "tokenizer_sha256": tok_sha})
+            "tokenizer_sha256": tok_sha, **({"lora": lora_meta} if lora else {})})
         return d
 
     @staticmethod
@@ -408,15 +431,24 @@ class MetaLlamaMTPAdapter(nn.Module):
         return cfg
 
     def load_checkpoint(self, ckpt_dir: str | Path) -> "MetaLlamaMTPAdapter":
-        "Load a checkpoint's policy (and value head, if saved) into this adapter, keeping its device and dtype."
+        "Load a checkpoint's policy (LoRA: its adapter weights, into the same LoRA) and value head into this adapter, keeping device and dtype."
+        from wmtp_nb.lora import has_lora, load_lora_weights
         d = Path(ckpt_dir)
         cfg = self._read_adapter_config(d)
         if cfg["params"] != self.args.to_params():
             diff = {k: (v, self.args.to_params().get(k)) for k, v in cfg["params"].items() if self.args.to_params().get(k) != v}
             raise ValueError(f"{d}: checkpoint params differ from this model (checkpoint, model): {diff}")
-        sd = load_safetensors(d / "policy.safetensors")
-        check_state_dict({k: tuple(v.shape) for k, v in sd.items()}, expected_shapes(self.args), str(d / "policy.safetensors"))
-        self.model.load_state_dict(sd, strict=True)
+        if cfg.get("lora"):
+            if not has_lora(self.model):
+                raise ValueError(f"{d}: a LoRA checkpoint (adapter weights only, base {cfg['lora']['base']['path']}); "
+                                 f"load it with MetaLlamaMTPAdapter.from_pretrained, or apply the same LoRA to this model first")
+            load_lora_weights(self, d)
+        elif has_lora(self.model):
+            raise ValueError(f"{d}: a full checkpoint, but this model has LoRA layers; merge them first (wmtp_nb.lora.merge_lora)")
+        else:
+            sd = load_safetensors(d / "policy.safetensors")
+            check_state_dict({k: tuple(v.shape) for k, v in sd.items()}, expected_shapes(self.args), str(d / "policy.safetensors"))
+            self.model.load_state_dict(sd, strict=True)
         if cfg["value_head"] is not None:
             vh_cfg = cfg["value_head"]
             if self.value_head is None or (self.value_head.kind, self.value_head.hidden) != (vh_cfg["kind"], vh_cfg["hidden"]):
@@ -428,10 +460,14 @@ class MetaLlamaMTPAdapter(nn.Module):
         return self
 
     @classmethod
-    def from_checkpoint(cls, ckpt_dir: str | Path, device="auto", dtype: torch.dtype | None = None) -> "MetaLlamaMTPAdapter":
-        "A new adapter from a `save_checkpoint` directory."
+    def from_checkpoint(cls, ckpt_dir: str | Path, device="auto", dtype: torch.dtype | None = None, merge: bool = True,
+                        lora_base: str | Path | None = None) -> "MetaLlamaMTPAdapter":
+        "A new adapter from a `save_checkpoint` directory; a LoRA checkpoint is rebuilt on its base (merged unless `merge=False`)."
         d = Path(ckpt_dir)
         cfg = cls._read_adapter_config(d)
+        if cfg.get("lora"):
+            from wmtp_nb.lora import load_lora_checkpoint
+            return load_lora_checkpoint(d, device=device, dtype=dtype, merge=merge, base=lora_base)
         args = ModelArgs.from_params(cfg["params"])
         tok = d / "tokenizer" / "tokenizer.model"
         ad = cls.from_state_dict(args, load_safetensors(d / "policy.safetensors"), device, dtype,

@@ -34,10 +34,11 @@ __all__ = ['PreHeads', 'HeadWeights', 'VALID_SEED', 'PROMPT_PROBES', 'COUNTS', '
            'loss_denominator', 'naive_mtp_loss', 'efficient_mtp_loss', 'lr_factor', 'make_optimizer', 'MicroBatches',
            'ValidationSet', 'tokenizer_identity', 'weights_sha256', 'reference_weights_sha256', 'prompt_identity',
            'reference_token_ce', 'ReferenceCECache', 'rho1_keep_counts', 'batch_counts', 'Stage', 'CriticStage',
-           'VerifiableStage', 'Rho1Stage', 'step_counts', 'accumulate_gradients', 'reduce_step_metrics',
-           'valid_metrics', 'validate', 'tracking_uri', 'mlflow_experiment', 'RunLogger', 'chosen_on_validation',
-           'resolve_checkpoint', 'run_data_condition', 'resolve_init', 'build_adapter', 'build_rho1',
-           'param_fingerprint', 'check_ranks_agree', 'default_run_name', 'train', 'main']
+           'VerifiableStage', 'Rho1Stage', 'RefTuningStage', 'step_counts', 'accumulate_gradients',
+           'reduce_step_metrics', 'valid_metrics', 'validate', 'tracking_uri', 'mlflow_experiment', 'RunLogger',
+           'chosen_on_validation', 'resolve_checkpoint', 'run_data_condition', 'resolve_init', 'build_adapter',
+           'export_reference', 'finish_run', 'build_rho1', 'param_fingerprint', 'check_ranks_agree', 'default_run_name',
+           'train', 'main']
 
 # %% ../nbs/13_train.ipynb #1e14bf33
 @dataclass
@@ -366,7 +367,10 @@ class Stage:
         self.loss_fn = efficient_mtp_loss if cfg.training.mtp_loss == "efficient" else naive_mtp_loss
 
     def trainable(self) -> list[nn.Parameter]:
-        "Parameters this stage optimises."
+        "Parameters this stage optimises: all of them, or with LoRA the adapters (and what `models.lora` trains in full)."
+        from wmtp_nb.lora import has_lora, lora_trainable
+        if has_lora(self.adapter):
+            return lora_trainable(self.adapter, self.cfg.models.lora is None or self.cfg.models.lora.train_value_head)
         for p in self.adapter.parameters(): p.requires_grad_(True)
         return [p for p in self.adapter.parameters()]
 
@@ -577,7 +581,19 @@ class Rho1Stage(Stage):
         den = p.mask.sum().double() if self.cfg.rho1.loss_normalize == "tokens" else (wt != 0).sum().double()
         return {**_ce_sums(p, batch["is_correct"]), "wce_num": (wt * torch.where(p.mask, p.ce.double(), 0.0)).sum(), "wce_den": den}
 
-STAGES = {"baseline": Stage, "critic": CriticStage, "verifiable": VerifiableStage, "rho1": Rho1Stage}
+# %% ../nbs/13_train.ipynb #f44f4802
+class RefTuningStage(Stage):
+    "Next-token fine-tuning of the Rho-1 reference (one head: the baseline's loss with H = 1)."
+    name = "ref_tuning"
+
+    def __init__(self, cfg, adapter, info):
+        super().__init__(cfg, adapter, info)
+        if self.H != 1:
+            raise ValueError(f"ref_tuning: the model must be next-token only (n_future_tokens 1), got {self.H} heads; "
+                             f"load the reference with next_token_only=True")
+
+STAGES = {"baseline": Stage, "critic": CriticStage, "verifiable": VerifiableStage, "rho1": Rho1Stage,
+          "ref_tuning": RefTuningStage}
 
 # %% ../nbs/13_train.ipynb #7b2e9c41
 def step_counts(stage: Stage, batches: list[dict]) -> dict[str, torch.Tensor]:
@@ -774,22 +790,64 @@ def resolve_init(cfg: Config) -> Path | None:
                                 f"checkpoint dir") from None
 
 def build_adapter(cfg: Config, device: torch.device) -> nn.Module:
-    "The policy adapter for this stage (value head for critic/verifiable), on `device`, float32 master weights."
-    from wmtp_nb.model import MetaLlamaMTPAdapter
+    "The model this stage trains, on `device`, float32 master weights: the policy (value head for critic/verifiable) or ref_tuning's reference; LoRA per `models.lora`."
+    from wmtp_nb.lora import apply_lora
+    from wmtp_nb.model import MetaLlamaMTPAdapter, ValueHead
     stage = cfg.experiment.stage
-    init = resolve_init(cfg)
-    if init is not None:
+    if stage == "ref_tuning":
+        if cfg.models.init_from: raise ConfigError("ref_tuning starts from models.reference; set models.init_from to null")
+        if not cfg.models.reference: raise ConfigError("ref_tuning: models.reference (the model to tune) is not set")
+        base = model_path(cfg, cfg.models.reference)
+        if not base.exists(): raise FileNotFoundError(f"models.reference: {base} not found (run `make assets` for the micro models)")
+        ad = MetaLlamaMTPAdapter.from_pretrained(base, device=device, dtype=torch.float32, initialize_value_head=False,
+                                                 next_token_only=True)
+    elif (init := resolve_init(cfg)) is not None:                            # a LoRA checkpoint comes merged
+        base = init
         ad = MetaLlamaMTPAdapter.from_pretrained(init, device=device, dtype=torch.float32)
         if STAGES[stage].needs_value_head and ad.value_head is None:
             if stage == "verifiable": raise ValueError(f"verifiable: {init} has no value head (is it a critic checkpoint?)")
-            from wmtp_nb.model import ValueHead
             ad.value_head = ValueHead(ad.dim, cfg.models.value_head).to(device)
         if not STAGES[stage].needs_value_head: ad.value_head = None
-        return ad
-    path = model_path(cfg, cfg.models.policy)
-    if not path.exists(): raise FileNotFoundError(f"models.policy: {path} not found (run `make assets` for the micro models)")
-    return MetaLlamaMTPAdapter.from_pretrained(path, device=device, dtype=torch.float32,
-                                               initialize_value_head=STAGES[stage].needs_value_head, value_head=cfg.models.value_head)
+    else:
+        base = model_path(cfg, cfg.models.policy)
+        if not base.exists(): raise FileNotFoundError(f"models.policy: {base} not found (run `make assets` for the micro models)")
+        ad = MetaLlamaMTPAdapter.from_pretrained(base, device=device, dtype=torch.float32,
+                                                 initialize_value_head=STAGES[stage].needs_value_head, value_head=cfg.models.value_head)
+    if cfg.models.lora is not None and stage != "critic":   # the critic's trunk is frozen: it trains its value head only
+        apply_lora(ad, cfg.models.lora, seed=cfg.runtime.seed,
+                   base={"path": str(Path(base).resolve()), "next_token_only": stage == "ref_tuning"})
+    return ad
+
+def export_reference(ckpt: str | Path, out_dir: str | Path, tuned_from: str | Path) -> Path:
+    "A ref_tuning checkpoint as a storage model dir in the layout of the reference it was tuned from (float32, LoRA merged)."
+    from wmtp_nb.lora import weights_identity
+    from wmtp_nb.model import MetaLlamaMTPAdapter, read_model_dir
+    from wmtp_nb.storage import write_model_dir
+    ckpt, tuned_from = Path(ckpt), Path(tuned_from)
+    layout = read_model_dir(tuned_from).layout if (tuned_from / "configs").is_dir() else "meta"
+    ad = MetaLlamaMTPAdapter.from_pretrained(ckpt, device="cpu", dtype=torch.float32, initialize_value_head=False)
+    if ad.n_future_tokens != 1: raise ValueError(f"{ckpt}: not a next-token model ({ad.n_future_tokens} heads): not a ref_tuning checkpoint")
+    meta = json.loads((ckpt / "meta.json").read_text()) if (ckpt / "meta.json").is_file() else {}
+    sd = {k: v.detach().cpu() for k, v in ad.model.state_dict().items()}
+    return write_model_dir(out_dir, ad.args, sd, ad.tokenizer_path, layout=layout, name=Path(out_dir).parent.name,
+                           source=f"ref_tuning of {tuned_from.resolve()}: {ckpt.resolve()} (step {meta.get('step')})",
+                           extra_metadata={"tuned_from": str(tuned_from.resolve()), "tuned_from_weights_sha256": weights_identity(tuned_from),
+                                           "checkpoint": str(ckpt.resolve()), "step": meta.get("step"),
+                                           "valid_ce": (meta.get("metrics") or {}).get("valid/ce")}, overwrite=True)
+
+def finish_run(cfg: Config, run_dir: str | Path) -> dict[str, Path]:
+    "What a finished run writes beside its checkpoints (rank 0): ref_tuning's `reference/`; with `models.lora.save_merged`, `<checkpoint>/merged/`."
+    run_dir, out = Path(run_dir), {}
+    ckpt = resolve_checkpoint(run_dir)
+    if cfg.experiment.stage == "ref_tuning":
+        out["reference"] = export_reference(ckpt, run_dir / "reference", model_path(cfg, cfg.models.reference))
+        print(f"ref_tuning: {ckpt.name}/ exported as the reference {out['reference']} (rho1: models.reference={run_dir.name})", flush=True)
+    lo = cfg.models.lora
+    if lo is not None and lo.save_merged and json.loads((ckpt / "adapter_config.json").read_text()).get("lora"):
+        from wmtp_nb.lora import export_merged
+        out["merged"] = export_merged(ckpt)
+        print(f"LoRA: {ckpt.name}/ merged into {out['merged']}", flush=True)
+    return out
 
 def build_rho1(cfg: Config, adapter: nn.Module, data: MicroBatches, info: DistInfo, n_micro: int,
                vset: ValidationSet | None = None) -> Rho1Stage:
@@ -949,6 +1007,7 @@ def train(cfg: Config, preset: str | None = None) -> dict:
         if info.is_main and logger is not None: logger.finish(final, status)
         ckpt.close()
     barrier()
+    if status == "FINISHED" and info.is_main: finish_run(cfg, run_dir)   # ref_tuning's reference/, LoRA's merged/
     return final
 
 # %% ../nbs/13_train.ipynb #26f59fbe
