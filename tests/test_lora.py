@@ -46,14 +46,15 @@ def test_lora_ddp_and_fsdp_train_the_same_adapters(assets):
     root, st = assets
     common = {**LORA, "data.sampling": "all", "data.n_samples": 24, "training.max_steps": 4, "training.grad_accum": 2,
               "training.save_every": 4, "checkpoint.keep": 0, "runtime.dtype": "float32"}
-    for name, strategy in (("lddp", "ddp"), ("lfsdp", "fsdp")):
+    for name, strategy, ckpt in (("lddp", "ddp", "false"), ("lfsdp", "fsdp", "false"), ("lfsdp-ac", "fsdp", "true")):
         r = _ok(run_cli(["--config", "configs/baseline.yaml", "--override",
-                         *overrides(root, st, **common, **{"runtime.strategy": strategy, "experiment.run_name": name})],
-                        torchrun=2))
+                         *overrides(root, st, **common, **{"runtime.strategy": strategy, "experiment.run_name": name,
+                                                           "runtime.activation_checkpointing": ckpt})], torchrun=2))
     assert "LoRA r 4" in r.stdout, r.stdout[-2000:]
     R = root / "runs"
-    ddp, fsdp = _rows(R / "lddp"), _rows(R / "lfsdp")
+    ddp, fsdp, fsdp_ac = _rows(R / "lddp"), _rows(R / "lfsdp"), _rows(R / "lfsdp-ac")
     assert max(abs(a["train/loss"] - b["train/loss"]) for a, b in zip(ddp, fsdp)) < 1e-5, (ddp, fsdp)
+    assert max(abs(a["train/loss"] - b["train/loss"]) for a, b in zip(ddp, fsdp_ac)) < 1e-5, (ddp, fsdp_ac)
     assert ddp[-1]["train/loss"] < ddp[0]["train/loss"], [r["train/loss"] for r in ddp]
     # one LoRA checkpoint format whatever the strategy: adapters and peft's config, no policy.safetensors
     want = ["adapter_config.json", "lora/adapter_config.json", "lora/adapter_model.safetensors", "meta.json",
@@ -116,7 +117,7 @@ def test_lora_resume_is_bit_identical_and_init_from_starts_merged(assets):
     ck = resolve_checkpoint(R / "vstraight")
     assert sorted(p.name for p in (ck / "merged").iterdir()) == ["adapter_config.json", "policy.safetensors", "tokenizer",
                                                                  "value_head.safetensors"]
-    kept = MetaLlamaMTPAdapter.from_pretrained(ck, device="cpu", merge=False)
+    kept = MetaLlamaMTPAdapter.from_pretrained(ck, device="cpu", merge=False).eval()   # eval: no LoRA dropout
     ids = _ids(kept.vocab_size, 1)
     with torch.no_grad():
         ref = kept.full_forward(ids)
@@ -200,3 +201,12 @@ def test_ref_tuning_of_an_mtp_head_0_in_full(assets):
     r = run_cli(["--config", "configs/ref_tuning.yaml", "--override",
                  *overrides(root, st, **{"models.init_from": "rt-mtp", "experiment.run_name": "rt-bad"})])
     assert r.returncode != 0 and "ref_tuning starts from models.reference" in r.stderr
+
+
+def test_dry_run_plans_lora(assets):
+    root, _ = assets
+    r = _ok(run_cli(["--config", "configs/verifiable.yaml", "--dry_run", "--world_size", "4", "--override",
+                     f"paths.storage={root / 'nowhere'}", "runtime.device=cuda", "models.init_from=null", "models.lora.r=16"]))
+    # 7B, r 16 on the seven projections of 32 blocks: 39,976,960 adapter parameters + the value head (4097) train
+    assert "lora:\n    r: 16" in r.stdout and "(0.04 B trainable, LoRA r 16)" in r.stdout, r.stdout[-3000:]
+    assert f"{'optimizer state':<30}  {8 * (39_976_960 + 4097) / 4 / 2**30:8.2f} GiB" in r.stdout, r.stdout[-2000:]

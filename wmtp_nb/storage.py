@@ -134,7 +134,12 @@ class ReferenceModel(nn.Module):
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, device="auto", dtype: torch.dtype | None = None) -> "ReferenceModel":
-        "Load a storage model dir: `configs/params.json` (MTP, head 0) or `configs/config.json` (transformers)."
+        "Load a storage model dir: `configs/params.json` (MTP, head 0) or `configs/config.json` (transformers); or a checkpoint dir (head 0)."
+        if (Path(model_dir) / "adapter_config.json").is_file():
+            ad = MetaLlamaMTPAdapter.from_pretrained(model_dir, device=device, dtype=dtype, initialize_value_head=False)
+            if ad.tokenizer_path is None: raise FileNotFoundError(f"{model_dir}: the checkpoint carries no tokenizer")
+            ad.value_head = None
+            return cls(ad, "meta", ad.args, ad.tokenizer_path)
         md = read_model_dir(model_dir)
         check_tokenizer_vocab(md.tokenizer, md.args, str(md.root))
         if md.layout == "meta":

@@ -246,6 +246,9 @@ def weights_sha256(path: str | Path) -> str:
 def reference_weights_sha256(ref_dir: str | Path) -> str:
     "The reference's weights identity: the sha256 of its safetensors file (of the sorted per-file hashes when sharded)."
     ref_dir = Path(ref_dir)
+    if (ref_dir / "adapter_config.json").is_file():                     # a checkpoint (LoRA: its base and adapter)
+        from wmtp_nb.lora import weights_identity
+        return weights_identity(ref_dir)
     files = sorted((ref_dir / "safetensors").glob("*.safetensors")) or sorted(ref_dir.glob("*.safetensors"))
     if not files: raise FileNotFoundError(f"{ref_dir}: no safetensors/*.safetensors (the Rho-1 reference's weights)")
     if len(files) == 1: return weights_sha256(files[0])
