@@ -208,5 +208,5 @@ def test_dry_run_plans_lora(assets):
     r = _ok(run_cli(["--config", "configs/verifiable.yaml", "--dry_run", "--world_size", "4", "--override",
                      f"paths.storage={root / 'nowhere'}", "runtime.device=cuda", "models.init_from=null", "models.lora.r=16"]))
     # 7B, r 16 on the seven projections of 32 blocks: 39,976,960 adapter parameters + the value head (4097) train
-    assert "lora:\n    r: 16" in r.stdout and "(0.04 B trainable, LoRA r 16)" in r.stdout, r.stdout[-3000:]
+    assert "lora:\n    r: 16" in r.stdout and "(39.98 M trainable, LoRA r 16)" in r.stdout, r.stdout[-3000:]
     assert f"{'optimizer state':<30}  {8 * (39_976_960 + 4097) / 4 / 2**30:8.2f} GiB" in r.stdout, r.stdout[-2000:]

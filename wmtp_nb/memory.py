@@ -99,7 +99,8 @@ class MemoryPlan:
     def table(self) -> str:
         "The plan as aligned text, GiB per line and the total."
         s = self.settings
-        trained = f"{s.get('trainable_b', 0):.2f} B trainable" + (f", LoRA r {s['lora_r']}" if s.get("lora_r") else "")
+        t = s.get("trainable_b", 0)
+        trained = (f"{t:.2f} B" if t >= 0.1 else f"{t * 1e3:.2f} M") + " trainable" + (f", LoRA r {s['lora_r']}" if s.get("lora_r") else "")
         head = (f"memory plan per device: {s.get('params_b', 0):.2f} B params ({trained}), "
                 f"{s.get('strategy')} over {s.get('world_size')} process(es), batch {s.get('batch_size')} × {s.get('seq_len')}, "
                 f"compute {s.get('compute')}, activation checkpointing {'on' if s.get('activation_checkpointing') else 'off'}")
