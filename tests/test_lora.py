@@ -79,12 +79,29 @@ def test_lora_ddp_and_fsdp_train_the_same_adapters(assets):
     sd = {k.replace(".base_layer", ""): v for k, v in kept.model.state_dict().items() if "lora_" not in k}
     assert set(sd) == set(w0) and all(torch.equal(sd[k], w0[k]) for k in w0)
     # evaluation's loader (merged) gives the training form's logits
-    merged, _ = load_policy(R / "lfsdp" / "last")
+    merged, tok = load_policy(R / "lfsdp" / "last")
     ids = _ids(kept.vocab_size)
+    plain = MetaLlamaMTPAdapter.from_pretrained(base, device="cpu").eval()
     with torch.no_grad():
         d = (merged.full_forward(ids).logits - kept.full_forward(ids).logits).abs().max().item()
-        moved = (merged.full_forward(ids).logits - MetaLlamaMTPAdapter.from_pretrained(base, device="cpu").full_forward(ids).logits).abs().max().item()
+        moved = (merged.full_forward(ids).logits - plain.full_forward(ids).logits).abs().max().item()
     assert d < 1e-5 and moved > 1e-3, (d, moved)
+    # an independent merge, without peft: W + alpha/r · B·A on every target of the storage file, FFN included
+    sd, scale = dict(w0), 8 / 4
+    for k in (k for k in b if k.endswith(".lora_A.weight")):
+        mod = k.removesuffix(".lora_A.weight")
+        sd[mod + ".weight"] = w0[mod + ".weight"] + scale * (b[mod + ".lora_B.weight"] @ b[k])
+    by_hand = MetaLlamaMTPAdapter.from_pretrained(base, device="cpu").eval()
+    by_hand.model.load_state_dict(sd, strict=True)
+    with torch.no_grad():
+        d_hand = (merged.full_forward(ids).logits - by_hand.full_forward(ids).logits).abs().max().item()
+    assert d_hand < 1e-5, d_hand
+    # speculative decoding of the checkpoint as evaluation loads it (merged) = greedy decoding of its training form
+    from wmtp_nb.generate import generate_ids, speculative_greedy_ids
+    prompts = [ids[0, :6].tolist(), ids[1, :9].tolist()]
+    spec = [speculative_greedy_ids(merged, p, 16, tok.eos_id)[0] for p in prompts]
+    assert spec == generate_ids(kept.eval(), prompts, 16, tok.eos_id), spec
+    assert spec != generate_ids(plain, prompts, 16, tok.eos_id)              # the adapters change the tokens
     # wmtp_inspect_model reads it too
     r = subprocess.run([str(__import__("pathlib").Path(sys.executable).parent / "wmtp_inspect_model"), str(R / "lfsdp" / "last")],
                        capture_output=True, text=True, timeout=300)
@@ -180,8 +197,14 @@ def test_ref_tuning_then_rho1(assets, tmp_path):
                  *overrides(root, st, **{"mlflow.enabled": "false", "models.reference": "rtune", "experiment.run_name": "rho1-tuned"})]))
     caches = sorted((R / "cache" / "rho1").glob("*.pt"))
     assert any(p.name.startswith("reference-tiny-train") for p in caches), caches
-    from wmtp_nb.train import reference_weights_sha256
+    from wmtp_nb.train import ReferenceCECache, reference_weights_sha256
     assert reference_weights_sha256(ref_dir) != reference_weights_sha256(st / "models_v2" / "tiny-ref")
+    # the cache key follows the reference's content, not its name: the untuned weights under the same dir name
+    untuned = tmp_path / "untuned" / "reference"
+    shutil.copytree(st / "models_v2" / "tiny-ref", untuned)
+    key = lambda d: ReferenceCECache(tmp_path / "c", d, "tok", preset, 64, "prompt").path.name
+    assert key(ref_dir) != key(untuned) and key(ref_dir).split("-")[0] == key(untuned).split("-")[0] == "reference"
+    assert key(ref_dir) == key(ref_dir)
     assert "models:\n  policy: tiny-mtp\n  reference: rtune" in (R / "rho1-tuned" / "config.yaml").read_text()
 
 
