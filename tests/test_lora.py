@@ -140,6 +140,13 @@ def test_lora_resume_is_bit_identical_and_init_from_starts_merged(assets):
         ref = kept.full_forward(ids)
         mg = MetaLlamaMTPAdapter.from_pretrained(ck / "merged", device="cpu").full_forward(ids)
     assert (mg.logits - ref.logits).abs().max().item() < 1e-5 and torch.allclose(mg.values, ref.values, atol=1e-6)
+    # the console script writes the same merged weights elsewhere
+    out = root / "vstraight-merged"
+    r = subprocess.run([str(__import__("pathlib").Path(sys.executable).parent / "wmtp_merge_lora"), str(ck), "--out_dir", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "merged into" in r.stdout, r.stdout + r.stderr
+    m1, m2 = load_file(str(ck / "merged" / "policy.safetensors")), load_file(str(out / "policy.safetensors"))
+    assert set(m1) == set(m2) and all(torch.equal(m1[k], m2[k]) for k in m1)
     # models.init_from a LoRA checkpoint: its merged weights, fresh adapters on top (B = 0), the checkpoint as base
     from wmtp_nb.config import load_config
     from wmtp_nb.lora import has_lora
