@@ -212,3 +212,13 @@ def test_unsafe_settings_are_refused_up_front(assets, tmp_path):
     r = subprocess.run([sys.executable, "-m", "wmtp_nb.evaluate", str(tmp_path / "no-model"), "--ks", "5", "--n", "1"],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode != 0 and "ks: pass@5 needs at least 5 samples per task, but n=1" in r.stderr, r.stderr[-2000:]
+
+
+def test_train_notebook_refuses_bad_parameters(tmp_path):
+    for args, msg in ((["-p", "nproc", "0"], "parameter nproc=0: an integer >= 1"),
+                      (["-p", "overrides", "training.lr=1e-5"], "parameter overrides='training.lr=1e-5': a list of 'key.path=value' strings"),
+                      (["-p", "stage", "rho2"], "parameter stage='rho2': one of")):
+        r = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "nbs" / "train.ipynb"), str(tmp_path / "out.ipynb"),
+                            "-k", "python3", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert r.returncode != 0 and msg in r.stderr, (args, r.stderr[-2000:])
+        assert "torch.distributed.run" not in r.stderr                  # refused before anything was launched

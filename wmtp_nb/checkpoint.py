@@ -287,8 +287,7 @@ class CheckpointManager:
             elif newest.name.startswith(".pending-"): self._install(newest, step, self._was_best(newest))  # finish its publication
             else:
                 with atomic_dir(self.last, overwrite=True) as t: _link_tree(newest, t)
-            notes.append(f"last/ is step {step}, from {newest.relative_to(rd)}/ (the newest complete checkpoint; "
-                         f"the run was killed while publishing it)")
+            notes.append(f"last/ is step {step}, from {newest.relative_to(rd)}/ (the newest complete checkpoint)")
         junk = sorted(p for d in (rd, hist) for pat in (".pending-*", ".remote-*", ".*.tmp", ".*.old") for p in d.glob(pat))
         if junk:
             freed = sum(_freed_bytes(p) for p in junk)
