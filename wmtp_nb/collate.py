@@ -66,6 +66,11 @@ class MTPCollator:
         self.tokenizer, self.max_length, self.pad_multiple, self.pad_id = tokenizer, max_length, pad_multiple, pad_id
         self.prompt_fn = prompt_fn
 
+    def check(self, record: Mapping) -> None:
+        "Raise a `ValueError` naming the task and key when `record` lacks a field `__call__` needs (nothing is tokenised)."
+        self.prompt_fn(record)
+        _field(record, "output", str); _field(record, "is_correct", bool); _field(record, "task_id", (str, int))
+
     def prompt_length(self, record: Mapping) -> int:
         "Token count of the record's prompt (BOS included); the record has no target when it is >= `max_length`."
         return len(encode_prompt(self.tokenizer, self.prompt_fn(record)))

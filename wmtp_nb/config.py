@@ -61,6 +61,8 @@ class DataConfig(_Section):
     is_correct: Optional[bool] = None  # the data condition: True correct only, False incorrect only, None both
     valid_split: Optional[str] = "valid"  # held-out split for validation (None: no validation)
     valid_n_samples: Optional[int] = 1000  # fixed sample of the validation split (seed 0); None: all of it
+    drop_truncated: bool = False  # leave out records whose prompt fills max_length (no target token) before sampling
+    max_truncated_share: float = 0.5  # stop before step 1 when more of the run's records than this have no target
 
     @model_validator(mode="after")
     def _condition(self) -> "DataConfig":
@@ -69,6 +71,8 @@ class DataConfig(_Section):
                              f"got {self.is_correct}")
         if self.valid_n_samples is not None and self.valid_n_samples < 1:
             raise ValueError(f"valid_n_samples must be >= 1 or null, got {self.valid_n_samples}")
+        if not 0.0 <= self.max_truncated_share <= 1.0:
+            raise ValueError(f"max_truncated_share must be in [0, 1], got {self.max_truncated_share}")
         return self
 
 class TrainingConfig(_Section):
