@@ -304,12 +304,12 @@ def load_metadata(dataset_dir: str | Path, split: str = "train", build: bool = T
     jsonl, _, arrow = split_paths(dataset_dir, split)
     state = ensure_split_arrow(dataset_dir, split) if build else arrow_status(dataset_dir, split)[0]
     if state in ("missing", "outdated"):
-        raise FileNotFoundError(f"{arrow}: no current Arrow form of {jsonl} (run `wmtp_build_arrow {Path(dataset_dir)}`)")
+        raise FileNotFoundError(f"{arrow}: no current Arrow form of {jsonl} (run `wmtp_build_arrow --root {Path(dataset_dir)}`)")
     src = json.loads((arrow / "source.json").read_text())
     if state == "stale":
         raise ValueError(f"{jsonl} is {jsonl.stat().st_size} bytes but its Arrow form {arrow} was built from "
                          f"{src['size']} bytes (sha256 {src['sha256'][:12]}…): the JSONL changed since; rebuild with "
-                         f"`wmtp_build_arrow {Path(dataset_dir)} --force` (checks it against its metadata file)")
+                         f"`wmtp_build_arrow --root {Path(dataset_dir)} --force` (checks it against its metadata file)")
     records = load_from_disk(str(arrow))
     if len(records) != src["records"]:
         raise ValueError(f"{arrow}: {len(records)} rows but source.json says {src['records']}; rebuild it")

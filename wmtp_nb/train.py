@@ -169,7 +169,7 @@ def check_truncation(n_without: int, n: int, max_share: float, where: str, max_l
     "The share of `n` records without a target token; warns above 1 %, raises above `max_share`."
     import warnings
     share = n_without / max(n, 1)
-    msg = (f"{n_without} of the {n} records this rank trains on ({share:.1%}) from {where} have no target token: their "
+    msg = (f"{n_without} of the {n} samples this rank trains on ({share:.1%}) from {where} have no target token: their "
            f"prompt alone fills data.max_length={max_length}, so they train on nothing (raise data.max_length, or set "
            f"data.drop_truncated=true to leave them out)")
     if share > max_share:
