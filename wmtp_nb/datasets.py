@@ -32,7 +32,7 @@ __all__ = ['SPLITS', 'MBPP_FILES', 'CODECONTESTS_SCHEMA', 'LANGUAGES', 'HUB_SPLI
            'convert_humaneval', 'codecontests_problems', 'codecontests_records', 'convert_codecontests',
            'write_codecontests_parquet', 'default_tokenizer_path', 'convert_codecontests_cli',
            'make_synthetic_codecontests', 'make_synthetic_codecontests_cli', 'Mutation', 'mutation_sites', 'mutants',
-           'verifiable_records', 'build_mbpp_verifiable', 'prepare_data', 'prepare_data_cli']
+           'verifiable_records', 'build_mbpp_verifiable', 'prepare_data', 'prepare_data_cli', 'build_arrow_cli']
 
 # %% ../nbs/07_datasets.ipynb #2084bf3a
 SPLITS = ("train", "valid", "test")
@@ -657,3 +657,13 @@ def prepare_data_cli(
 ):
     "Build the embedded datasets (mbpp, humaneval, mbpp-verifiable, synthetic-verifiable) into storage/datasets_v2 (idempotent)."
     prepare_data(storage, only.split(",") if only else EMBEDDED, force, workers)
+
+# %% ../nbs/07_datasets.ipynb #5e7a1c3b
+@call_parse
+def build_arrow_cli(
+    root: str = None,  # a dataset dir, a datasets_v2 dir or a storage dir (default: the project's storage/)
+    force: bool = False,  # rebuild every split, current or not
+):
+    "Build the Arrow form (datasets save_to_disk) of every dataset split that lacks it or whose JSONL changed; idempotent."
+    for k, v in ensure_arrow(root, force).items():
+        print(f"{k}: {v}")

@@ -5,27 +5,22 @@
 # %% ../nbs/08_sampling.ipynb #dec14c6c
 from __future__ import annotations
 
-import contextlib, dataclasses, fcntl, hashlib, json, shutil, sys, tempfile, time
-from dataclasses import dataclass, field
+import contextlib, dataclasses, fcntl, functools, hashlib, json, shutil, sys, tempfile, time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
-import datasets
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-from datasets import Dataset, Features, Json, Value, load_from_disk
-from datasets.arrow_writer import ArrowWriter
-from fastcore.script import call_parse
 
 from .files import JsonlError, atomic_dir, atomic_write, atomic_write_json, progress_bar, storage_dir
 
 # %% auto #0
-__all__ = ['ARROW_FEATURES', 'ARROW_VERSION', 'ARROW_BATCH_ROWS', 'DEFAULT_BUCKETS', 'DEFAULT_PHASES', 'write_split_metadata',
-           'iter_split_metadata', 'read_split_metadata', 'split_metadata_stats', 'ArrowSplitWriter', 'split_paths',
-           'build_arrow', 'Metadata', 'arrow_status', 'ensure_split_arrow', 'load_metadata', 'sample_balanced',
-           'sample_curriculum', 'shard', 'sample_all', 'draw_sample', 'prompt_lengths', 'ensure_arrow',
-           'build_arrow_cli', 'verify_dataset']
+__all__ = ['ARROW_COLUMNS', 'ARROW_VERSION', 'ARROW_BATCH_ROWS', 'DEFAULT_BUCKETS', 'DEFAULT_PHASES', 'write_split_metadata',
+           'iter_split_metadata', 'read_split_metadata', 'split_metadata_stats', 'arrow_features', 'ArrowSplitWriter',
+           'split_paths', 'build_arrow', 'Metadata', 'read_columns', 'arrow_status', 'ensure_split_arrow',
+           'load_metadata', 'sample_balanced', 'sample_curriculum', 'shard', 'sample_all', 'draw_sample',
+           'prompt_lengths', 'ensure_arrow', 'verify_dataset']
 
 # %% ../nbs/08_sampling.ipynb #e933ad31
 def write_split_metadata(path: str | Path, is_correct: Sequence[bool], difficulty: Sequence[int], stats: Mapping | None = None) -> Path:
@@ -98,14 +93,18 @@ def split_metadata_stats(path: str | Path) -> dict:
         raise ValueError(f"{path}: malformed JSON ({e})") from None
 
 # %% ../nbs/08_sampling.ipynb #a9fdf7db
-ARROW_FEATURES = Features({"instruction": Value("string"), "input": Value("string"), "output": Value("string"),
-                           "task_id": Value("string"), "is_correct": Value("bool"), "difficulty": Value("int16"),
-                           "metadata": Json(), "line": Value("int64")})
+ARROW_COLUMNS = {"instruction": "string", "input": "string", "output": "string", "task_id": "string",
+                 "is_correct": "bool", "difficulty": "int16", "metadata": "json", "line": "int64"}
 ARROW_VERSION = 1  # bump when the columns or their meaning change: older Arrow forms are rebuilt from the JSONL
 ARROW_BATCH_ROWS = 50_000
 
+def arrow_features():
+    "The `datasets.Features` of the Arrow form (`metadata` a `Json` column: a dict when read)."
+    from datasets import Features, Json, Value
+    return Features({k: Json() if t == "json" else Value(t) for k, t in ARROW_COLUMNS.items()})
+
 def _arrow_row(rec, where: str) -> tuple:
-    "The Arrow columns of one record (in `ARROW_FEATURES` order, `metadata` as JSON text), checked; errors name `where`."
+    "The Arrow columns of one record (in `ARROW_COLUMNS` order, `metadata` as JSON text), checked; errors name `where`."
     if not isinstance(rec, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
     tid = rec.get("task_id")
@@ -133,6 +132,7 @@ def _arrow_row(rec, where: str) -> tuple:
 @contextlib.contextmanager
 def _saving(batch_rows: int):
     "`save_to_disk` with record batches of `batch_rows` rows and without `datasets`' own progress bars."
+    import datasets
     old, quiet = datasets.config.DEFAULT_MAX_BATCH_SIZE, datasets.is_progress_bar_enabled()
     datasets.config.DEFAULT_MAX_BATCH_SIZE = batch_rows  # save_to_disk's record batch size (see above)
     if quiet: datasets.disable_progress_bars()
@@ -148,8 +148,10 @@ class ArrowSplitWriter:
         self.out_dir, self.where, self.batch_rows = Path(out_dir), where, batch_rows
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self._raw = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.raw.", dir=self.out_dir.parent))
-        self._writer = ArrowWriter(features=ARROW_FEATURES, path=str(self._raw / "rows.arrow"))
-        self._cols: list[list] = [[] for _ in ARROW_FEATURES]
+        from datasets.arrow_writer import ArrowWriter
+        self._features = arrow_features()
+        self._writer = ArrowWriter(features=self._features, path=str(self._raw / "rows.arrow"))
+        self._cols: list[list] = [[] for _ in ARROW_COLUMNS]
         self.n, self.ignored = 0, {}
 
     def add(self, rec: dict, line: int) -> None:
@@ -157,7 +159,7 @@ class ArrowSplitWriter:
         row = _arrow_row(rec, f"{self.where}:{line}")
         for col, v in zip(self._cols, row + (line,)):
             col.append(v)
-        for k in rec.keys() - ARROW_FEATURES.keys():
+        for k in rec.keys() - ARROW_COLUMNS.keys():
             self.ignored[k] = self.ignored.get(k, 0) + 1
         self.n += 1
         if len(self._cols[0]) >= self.batch_rows:
@@ -165,11 +167,12 @@ class ArrowSplitWriter:
 
     def _flush(self) -> None:
         if self._cols[0]:
-            self._writer.write_table(pa.table(dict(zip(ARROW_FEATURES, self._cols)), schema=ARROW_FEATURES.arrow_schema))
-            self._cols = [[] for _ in ARROW_FEATURES]
+            self._writer.write_table(pa.table(dict(zip(ARROW_COLUMNS, self._cols)), schema=self._features.arrow_schema))
+            self._cols = [[] for _ in ARROW_COLUMNS]
 
     def close(self, source: Mapping) -> dict:
         "Save the rows with `save_to_disk` (temp dir, then rename) and `source.json` beside them; returns it."
+        from datasets import Dataset
         try:
             self._flush()
             self._writer.finalize(); self._writer.close()
@@ -249,10 +252,18 @@ class Metadata:
     is_correct: np.ndarray  # [N] bool
     difficulty: np.ndarray  # [N] int16
     jsonl_path: Path = Path("<memory>")
-    records: Dataset | None = field(default=None, repr=False)  # the split's rows (memory-mapped); None: columns only
+    arrow_dir: Path | None = None  # the split's Arrow form (None: a view built in memory, columns only)
     keep: np.ndarray | None = None  # [N] bool: the records samplers may draw (None: all)
 
     def __len__(self) -> int: return len(self.is_correct)
+
+    @functools.cached_property
+    def records(self):
+        "The split's rows, a memory-mapped `datasets.Dataset` (loaded on first use; None without an Arrow form)."
+        if self.arrow_dir is None:
+            return None
+        from datasets import load_from_disk
+        return load_from_disk(str(self.arrow_dir))
 
     def restrict(self, keep: np.ndarray) -> "Metadata":
         "The same split with only the records where `keep` is True eligible for sampling (indices stay the split's)."
@@ -272,6 +283,27 @@ def _file_lock(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+_NUMPY = {"bool": np.bool_, "int16": np.int16, "int32": np.int32, "int64": np.int64}
+
+def read_columns(arrow_dir: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    "Numeric columns of a `save_to_disk` directory, read with pyarrow from its memory-mapped Arrow files (no rows)."
+    arrow_dir = Path(arrow_dir)
+    try:
+        files = [arrow_dir / f["filename"] for f in json.loads((arrow_dir / "state.json").read_text())["_data_files"]]
+    except (OSError, ValueError, KeyError) as e:
+        raise ValueError(f"{arrow_dir}: not a datasets save_to_disk directory ({e})") from None
+    parts: dict[str, list] = {n: [] for n in names}
+    dtypes = {}
+    for f in files:
+        reader = pa.ipc.open_stream(pa.memory_map(str(f)))  # the format datasets writes; only touched pages are read
+        for n in names:
+            dtypes[n] = _NUMPY[str(reader.schema.field(n).type)]
+        for batch in reader:
+            for n in names:
+                parts[n].append(batch.column(n).to_numpy(zero_copy_only=False))
+    return {n: np.concatenate(p).astype(dtypes[n], copy=False) if p else np.zeros(0, dtypes.get(n, np.int64))
+            for n, p in parts.items()}
 
 def arrow_status(dataset_dir: str | Path, split: str) -> tuple[str, dict | None]:
     "`('current' | 'missing' | 'outdated' | 'stale', source.json)` of a split's Arrow form against its JSONL."
@@ -310,13 +342,12 @@ def load_metadata(dataset_dir: str | Path, split: str = "train", build: bool = T
         raise ValueError(f"{jsonl} is {jsonl.stat().st_size} bytes but its Arrow form {arrow} was built from "
                          f"{src['size']} bytes (sha256 {src['sha256'][:12]}…): the JSONL changed since; rebuild with "
                          f"`wmtp_build_arrow --root {Path(dataset_dir)} --force` (checks it against its metadata file)")
-    records = load_from_disk(str(arrow))
-    if len(records) != src["records"]:
-        raise ValueError(f"{arrow}: {len(records)} rows but source.json says {src['records']}; rebuild it")
-    cor = records.data.column("is_correct").to_numpy()
-    dif = records.data.column("difficulty").to_numpy()
-    cor.flags.writeable = False; dif.flags.writeable = False
-    return Metadata(cor, dif, jsonl, records)
+    cols = read_columns(arrow, ("is_correct", "difficulty"))
+    if len(cols["is_correct"]) != src["records"]:
+        raise ValueError(f"{arrow}: {len(cols['is_correct'])} rows but source.json says {src['records']}; rebuild it")
+    for c in cols.values():
+        c.flags.writeable = False
+    return Metadata(cols["is_correct"], cols["difficulty"], jsonl, arrow)
 
 # %% ../nbs/08_sampling.ipynb #06c01b7f
 def _choose(rng: np.random.Generator, pool: np.ndarray, k: int, replace: bool) -> np.ndarray:
@@ -483,11 +514,12 @@ def draw_sample(meta: Metadata, sampling: str, n_samples: int | None, seed: int,
 # %% ../nbs/08_sampling.ipynb #3e8f4a61
 def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
     "Dictionary codes of a string column (null: the last code) and the number of codes. # [N]"
+    import pyarrow.compute as pc
     enc = pc.dictionary_encode(column).combine_chunks()  # one dictionary shared by all chunks
     k = len(enc.dictionary)
     return pc.fill_null(enc.indices, k).to_numpy().astype(np.int64), k + 1
 
-def _distinct_pairs(records: Dataset) -> tuple[np.ndarray, np.ndarray]:
+def _distinct_pairs(records) -> tuple[np.ndarray, np.ndarray]:
     "Row of the first occurrence of each distinct (instruction, input) pair, and each row's pair number. # [U], [N]"
     (ci, _), (cj, nj) = _codes(records.data.column("instruction")), _codes(records.data.column("input"))
     _, first, inverse = np.unique(ci * nj + cj, return_index=True, return_inverse=True)
@@ -503,7 +535,7 @@ def prompt_lengths(meta: Metadata, count: Callable[[Mapping], int], key: str, pr
     where = arrow.with_name(f"{arrow.name}.prompt_tokens") / hashlib.sha256(key.encode()).hexdigest()[:16]
     with contextlib.suppress(OSError, ValueError, KeyError):
         if json.loads((where / "source.json").read_text()) == {"key": key, "jsonl_sha256": sha}:
-            lengths = load_from_disk(str(where)).data.column("prompt_tokens").to_numpy()
+            lengths = read_columns(where, ["prompt_tokens"])["prompt_tokens"]
             if len(lengths) == len(meta):
                 return lengths
     first, inverse = _distinct_pairs(meta.records)
@@ -514,6 +546,7 @@ def prompt_lengths(meta: Metadata, count: Callable[[Mapping], int], key: str, pr
         per_pair[j:j + 1024] = [count({"instruction": a, "input": b}) for a, b in zip(batch["instruction"], batch["input"])]
     lengths = per_pair[inverse]
     if cache:
+        from datasets import Dataset, Features, Value
         try:
             with atomic_dir(where, overwrite=True) as tmp, _saving(ARROW_BATCH_ROWS * 20):
                 Dataset.from_dict({"prompt_tokens": lengths}, features=Features({"prompt_tokens": Value("int32")})
@@ -548,15 +581,6 @@ def ensure_arrow(root: str | Path | None = None, force: bool = False, progress: 
                 out[f"{d.name}/{jsonl.stem}"] = ensure_split_arrow(d, jsonl.stem, rebuild_stale=True, progress=progress)
     return out
 
-@call_parse
-def build_arrow_cli(
-    root: str = None,  # a dataset dir, a datasets_v2 dir or a storage dir (default: the project's storage/)
-    force: bool = False,  # rebuild every split, current or not
-):
-    "Build the Arrow form (datasets save_to_disk) of every dataset split that lacks it; idempotent."
-    for k, v in ensure_arrow(root, force).items():
-        print(f"{k}: {v}")
-
 # %% ../nbs/08_sampling.ipynb #0d5b7e2c
 def _verify_split(d: Path, jsonl: Path, max_listed: int = 5) -> list[str]:
     "Problems of one split: recorded sizes and hashes of the JSONL, and every line's label against metadata and Arrow."
@@ -575,8 +599,7 @@ def _verify_split(d: Path, jsonl: Path, max_listed: int = 5) -> list[str]:
     state, src = arrow_status(d, split)
     if state in ("current", "stale"):
         recorded[f"arrow/{split}/source.json"] = src
-        t = load_from_disk(str(arrow)).data
-        cols = [t.column(c).to_numpy() for c in ("is_correct", "difficulty", "line")]
+        cols = list(read_columns(arrow, ("is_correct", "difficulty", "line")).values())
     elif state == "outdated":
         problems.append(f"{arrow}: Arrow form of an older version (rebuilt on first load, or by `wmtp_build_arrow`)")
     h, n = hashlib.sha256(), 0
