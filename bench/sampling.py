@@ -1,7 +1,7 @@
 """Sampling at CodeContests scale: the Arrow data layer (Hugging Face `datasets`) beside the layer it replaced.
 
     .venv/bin/python bench/sampling.py [--n-records 3719500] [--cache storage/bench/codecontests-synth]
-                                       [--baseline 7ecac99] [--convert]
+                                       [--baseline 7ecac99] [--convert] [--repeat 7] [--no-bytecode-cache]
 
 Synthetic CodeContests parquet files (wmtp_nb.datasets.make_synthetic_codecontests: the real schema, SPEC §5 sizes)
 are generated once and converted twice, each conversion timed in a fresh process: by this checkout (JSONL + metadata
@@ -15,6 +15,10 @@ Then every figure comes from a fresh process, both layers side by side, on the 3
   rows    the same, then make the rank's records readable: `Dataset.select(shard)` of the Arrow form (which imports
           `datasets`), or a `RecordReader` over the JSONL: what `MicroBatches` does before step 1
   read    the same, then read every chosen record in micro-batches of 8 in sample order, as `MicroBatches.batch` does
+Children reuse compiled bytecode (kept in a temporary directory, compiled by one untimed run of each layer), as an
+installed package does; `--no-bytecode-cache` keeps PYTHONDONTWRITEBYTECODE, if set, so every child compiles.
+Each `select` figure is the run of median wall time out of `--repeat` (7) runs per layer, old and new alternating
+(peak RSS: the highest of them); `rows` and `read` run once.
 Columns: seconds to select, to make the rows readable, to read; wall seconds of the whole process (interpreter start-up
 excluded, imports included); peak RSS (VmHWM); RSS after the imports; anonymous RSS at the end (the process's own memory:
 the rest of a peak is pages of memory-mapped files, page cache the kernel can reclaim); a hash of the drawn indices,
@@ -87,9 +91,15 @@ print(json.dumps(make_synthetic_codecontests(sys.argv[1], int(sys.argv[2]), seed
 """
 
 
+PYCACHE: str | None = None  # where the children keep bytecode (None: as the environment says)
+
+
 def run(code: str, *args, pythonpath: str | None = None) -> dict:
     "Run `code` in a fresh interpreter (offline, one thread); its last stdout line as JSON."
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    if PYCACHE:  # bytecode compiled once and reused, as an ordinary install does (never inside the checkout)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = PYCACHE
     if pythonpath:
         env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
     # cwd outside the checkout: `python -c` puts the cwd first on sys.path, before PYTHONPATH
@@ -136,6 +146,9 @@ def main():
     ap.add_argument("--cache", default=str(ROOT / "storage" / "bench" / "codecontests-synth"))
     ap.add_argument("--baseline", default="7ecac99", help="commit whose data layer is measured beside this one")
     ap.add_argument("--convert", action="store_true", help="convert (and time) both datasets again")
+    ap.add_argument("--repeat", type=int, default=7, help="runs of each select figure (the median wall is shown)")
+    ap.add_argument("--no-bytecode-cache", action="store_true",
+                    help="leave PYTHONDONTWRITEBYTECODE as it is (each child then compiles every module it imports)")
     a = ap.parse_args()
     cache = Path(a.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -160,16 +173,31 @@ def main():
         print(f"conversion of all {a.n_records:,} records (parquet -> storage layout, one process): "
               f"old {conv['old']:.0f} s (JSONL + metadata + npy cache), new {conv['new']:.0f} s "
               f"(JSONL + metadata + Arrow form, {arrow_gb:.2f} GB for train)" + ("" if a.convert else "  [as cached; --convert re-times]"))
+        global PYCACHE
+        bytecode = "compiled in every child (PYTHONDONTWRITEBYTECODE)" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "cached"
+        if not a.no_bytecode_cache:
+            PYCACHE, bytecode = str(Path(tmp) / "pycache"), "cached (one untimed run of each layer first)"
+            for k, (d, pp, _) in layers.items():  # compile what each layer imports; nothing of this is timed
+                run(CHILD, d, "stage1", 1000, "rows", pythonpath=pp)
+        print(f"bytecode: {bytecode}; machine load (1, 5, 15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
         print(f"{'stage':7} {'n':>7} {'mode':6} {'layer':32} {'select s':>8} {'rows s':>7} {'read s':>7} {'wall s':>7} "
               f"{'peak RSS MB':>11} {'after imports':>13} {'anon at end':>11}  indices")
         res = {}
         for stage, n in (("stage1", 50_000), ("stage2", 200_000)):
             for mode in ("select", "rows", "read"):
+                runs = {"old": [], "new": []}
+                for _ in range(a.repeat if mode == "select" else 1):  # old and new alternate: both meet the same load
+                    for k in ("old", "new"):
+                        d, pp, name = layers[k]
+                        runs[k].append(r := run(CHILD, d, stage, n, mode, pythonpath=pp))
+                        if r["layer"] != ("offsets" if pp else "arrow"):
+                            raise RuntimeError(f"{name}: the child ran the {r['layer']} layer")
                 for k in ("old", "new"):
-                    d, pp, name = layers[k]
-                    r = res[stage, mode, k] = run(CHILD, d, stage, n, mode, pythonpath=pp)
-                    if r["layer"] != ("offsets" if pp else "arrow"):
-                        raise RuntimeError(f"{name}: the child ran the {r['layer']} layer")
+                    name = layers[k][2]
+                    r = res[stage, mode, k] = sorted(runs[k], key=lambda x: x["wall_s"])[len(runs[k]) // 2]  # median wall
+                    r["peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs[k])
+                    if len({x["indices"] for x in runs[k]}) > 1:
+                        raise RuntimeError(f"{name}: repeated runs drew different indices")
                     print(f"{stage:7} {n:7d} {mode:6} {name:32} {r['select_s']:8.3f} {r['rows_s']:7.3f} {r['read_s']:7.2f} "
                           f"{r['wall_s']:7.2f} {r['peak_rss_mb']:11.0f} {r['rss_import_mb']:13.0f} {r['anon_end_mb']:11.0f}  "
                           f"{r['indices']}")
@@ -181,7 +209,8 @@ def main():
         g = res["stage2", "select", "new"], res["stage2", "select", "old"]
         print(f"gate (stage-2 select, 200 K): peak RSS {g[0]['peak_rss_mb']:.0f} MB (< 280: {'yes' if g[0]['peak_rss_mb'] < 280 else 'NO'}), "
               f"wall {g[0]['wall_s']:.2f} s vs {g[1]['wall_s']:.2f} s = {g[0]['wall_s'] / g[1]['wall_s']:.2f}x "
-              f"(<= 1.5x: {'yes' if g[0]['wall_s'] <= 1.5 * g[1]['wall_s'] else 'NO'})")
+              f"(<= 1.5x: {'yes' if g[0]['wall_s'] <= 1.5 * g[1]['wall_s'] else 'NO'}); bytecode {bytecode.split(' (')[0]}, "
+              f"load {os.getloadavg()[0]:.1f}")
 
 
 main()

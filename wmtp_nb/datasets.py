@@ -324,14 +324,14 @@ def default_tokenizer_path() -> Path:
 
 @call_parse
 def convert_codecontests_cli(
-    src: str,  # directory of CodeContests parquet files (train-*, valid-*, test-*)
+    src: str,  # directory of CodeContests parquet files (train-*, valid-*, test-*), or the hub name deepmind/code_contests
     out: str = None,  # output dataset directory (default storage/datasets_v2/code_contests)
     tokenizer: str = None,  # SentencePiece model counting tokens (default: the project tokenizer)
     languages: str = "3",  # comma-separated language codes (1 python2, 2 cpp, 3 python3, 4 java)
     max_tokens: int = 2048,  # drop records longer than this (0: keep all)
     overwrite: bool = False,  # replace an existing dataset
 ):
-    "Convert CodeContests parquet files into storage/datasets_v2."
+    "Convert CodeContests parquet files (local, or the hub's deepmind/code_contests) into storage/datasets_v2."
     out = Path(out) if out else storage_dir() / "datasets_v2" / "code_contests"
     stats = convert_codecontests(src, out, tokenizer=tokenizer or (default_tokenizer_path() if max_tokens else None),
                                  languages=[int(x) for x in languages.split(",")], max_tokens=max_tokens or None,

@@ -357,7 +357,7 @@ def ensure_split_arrow(dataset_dir: str | Path, split: str, rebuild_stale: bool 
 
 def load_metadata(dataset_dir: str | Path, split: str = "train", build: bool = True) -> Metadata:
     "`is_correct`/`difficulty` of a split from its Arrow form (built on first use), with the memory-mapped rows."
-    jsonl, _, arrow = split_paths(dataset_dir, split)
+    jsonl, meta_json, arrow = split_paths(dataset_dir, split)
     state = ensure_split_arrow(dataset_dir, split) if build else arrow_status(dataset_dir, split)[0]
     if state in ("missing", "outdated"):
         raise FileNotFoundError(f"{arrow}: no current Arrow form of {jsonl} (run `wmtp_build_arrow --root {Path(dataset_dir)}`)")
@@ -366,6 +366,10 @@ def load_metadata(dataset_dir: str | Path, split: str = "train", build: bool = T
         raise ValueError(f"{jsonl} is {jsonl.stat().st_size} bytes but its Arrow form {arrow} was built from "
                          f"{src['size']} bytes (sha256 {src['sha256'][:12]}…): the JSONL changed since; rebuild with "
                          f"`wmtp_build_arrow --root {Path(dataset_dir)} --force` (checks it against its metadata file)")
+    if meta_json.is_file() and (rec := split_metadata_stats(meta_json).get("jsonl")) and rec.get("size") != src["size"]:
+        raise ValueError(f"{meta_json} records {jsonl.name} as {rec.get('size')} bytes (sha256 {str(rec.get('sha256'))[:12]}…) "
+                         f"but it is {src['size']} bytes: the metadata describes another version of the JSONL; rebuild the "
+                         f"dataset, or see what differs with `wmtp_verify_storage --root {Path(dataset_dir)}`")
     cols = read_columns(arrow, ("is_correct", "difficulty"))
     if len(cols["is_correct"]) != src["records"]:
         raise ValueError(f"{arrow}: {len(cols['is_correct'])} rows but source.json says {src['records']}; rebuild it")
