@@ -72,7 +72,7 @@ class TrainingConfig(_Section):
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     max_grad_norm: Optional[float] = 1.0
-    mtp_loss: Literal["efficient", "naive"] = "efficient"
+    mtp_loss: Literal["fused", "efficient", "naive"] = "fused"  # fused head projection + CE (wmtp_nb.loss) | efficient | naive
     log_every: int = 10
     save_every: int = 500
     progress: bool = True
@@ -120,7 +120,7 @@ class Rho1Config(_Section):
 class RuntimeConfig(_Section):
     "Device, precision, seed and parallelism."
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU, float32 on CPU
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU and on CPUs with AMX/AVX512-BF16, else float32
     seed: int = 42  # each rank uses seed + rank
     strategy: Literal["ddp", "fsdp"] = "ddp"
     tf32: bool = True
