@@ -26,13 +26,13 @@ def default_chunk_rows(vocab: int) -> int:
     "Rows per chunk: about 2^23 float32 logits (32 MB), at least 1."
     return max(1, 2**23 // max(int(vocab), 1))
 
-# %% ../nbs/18_loss.ipynb #6a235ea0
+# %% ../nbs/18_loss.ipynb #860a6fb5
 def _softmax_chunks(x: Tensor,        # [N, D] rows, any float dtype
                     wc: Tensor,       # [V, D] the output weight in the compute dtype
                     targets: Tensor,  # [N] int64
                     rows: Tensor,     # [n] the rows to process
                     chunk: int):
-    "Yield `(r, xc, tc, p, z)` per chunk: row indices, rows `[c, D]` and targets in the compute dtype, softmax `[c, V]` float32, logits buffer."
+    "Yield `(r, xc, tc, p, z, zt)` per chunk: row indices, rows `[c, D]` (compute dtype), targets, softmax `[c, V]` float32, logits buffer, target logits `[c]`."
     V, cdt = wc.shape[0], wc.dtype
     n0 = min(chunk, len(rows))
     zbuf = torch.empty(n0, V, dtype=cdt, device=x.device)                      # reused by every chunk
@@ -41,10 +41,11 @@ def _softmax_chunks(x: Tensor,        # [N, D] rows, any float dtype
         r = rows[i:i + chunk]
         xc, tc = x[r].to(cdt), targets[r]
         z = torch.mm(xc, wc.t(), out=zbuf[:len(r)])                             # [c, V] this chunk's logits
+        zt = z.gather(1, tc[:, None]).squeeze(1).float()                        # before p overwrites z (float32 case)
         p = pbuf[:len(r)]
         if p is not z: p.copy_(z)
         torch.softmax(p, 1, out=p)                                              # in place, float32
-        yield r, xc, tc, p, z
+        yield r, xc, tc, p, z, zt
 
 # %% ../nbs/18_loss.ipynb #a66ca5c6
 def _ce_from_softmax(p: Tensor, tc: Tensor, xc: Tensor, wc: Tensor) -> Tensor:
@@ -57,21 +58,44 @@ def _ce_from_softmax(p: Tensor, tc: Tensor, xc: Tensor, wc: Tensor) -> Tensor:
         ce[small] = torch.logsumexp(zr, 1) - zr.gather(1, tc[small, None]).squeeze(1)
     return ce
 
-# %% ../nbs/18_loss.ipynb #dd001681
-def _add_chunk_grads(p: Tensor, z: Tensor, r: Tensor, xc: Tensor, tc: Tensor, wc: Tensor, w: Tensor | None,
+# %% ../nbs/18_loss.ipynb #8442783c
+def _add_chunk_grads(p: Tensor, r: Tensor, xc: Tensor, tc: Tensor, wc: Tensor, w: Tensor | None,
                      gx: Tensor | None, gw: Tensor | None) -> None:
-    "Add a chunk's share of ∂(Σ w·CE)/∂x into `gx [N, D]` and of ∂/∂W into `gw [V, D]` float32 (p is overwritten)."
-    p.scatter_add_(1, tc[:, None], torch.full((len(tc), 1), -1.0, device=p.device))   # p − onehot
-    dl = p if z is p else z.copy_(p)                                          # in the compute dtype
+    "Float32: add a chunk's share of ∂(Σ w·CE)/∂x into `gx [N, D]` and of ∂/∂W into `gw [V, D]` (p is overwritten)."
+    p.scatter_add_(1, tc[:, None], torch.full((len(tc), 1), -1.0, device=p.device))   # p − onehot = ∂CE/∂z
     if gx is not None:
-        g = torch.mm(dl, wc)                                                  # [c, D]
-        gx[r] = (g * w[:, None].to(g.dtype) if w is not None else g).to(gx.dtype)
+        g = torch.mm(p, wc)                                                   # [c, D]
+        gx[r] = (g * w[:, None] if w is not None else g).to(gx.dtype)
     if gw is not None:
-        xw = xc * w[:, None].to(xc.dtype) if w is not None else xc
-        if dl.dtype == torch.float32: gw.addmm_(dl.t(), xw)
-        else: gw.add_(torch.mm(dl.t(), xw))                                   # bf16 product, float32 sum
+        gw.addmm_(p.t(), xc * w[:, None] if w is not None else xc)            # summed in place by the product
 
-# %% ../nbs/18_loss.ipynb #8c4357be
+# %% ../nbs/18_loss.ipynb #f0d4b213
+def _grads_by_vocab_blocks(x: Tensor, wc: Tensor, rows: Tensor, targets: Tensor, lse: Tensor, w: Tensor | None,
+                           gx: Tensor | None, gw: Tensor | None, elements: int) -> None:
+    "∂(Σ w·CE) for `rows` into `gx` and `gw`, a block of vocabulary columns of every row at a time: each block of ∂L/∂W is written once."
+    n, (V, D), cdt = len(rows), wc.shape, wc.dtype
+    if n == 0: return
+    xr, tr = x[rows].to(cdt), targets[rows]
+    xw = xr * w[rows, None].to(cdt) if w is not None else xr
+    block = min(V, max(64, elements // n // 64 * 64))                           # about `elements` logits per block
+    zflat = torch.empty(n * block, dtype=cdt, device=x.device)
+    pflat = zflat if cdt == torch.float32 else torch.empty(n * block, dtype=torch.float32, device=x.device)
+    gxr = torch.zeros(n, D, dtype=torch.float32, device=x.device) if gx is not None else None
+    lr = lse[rows, None]
+    for b0 in range(0, V, block):
+        wb = wc[b0:b0 + block]; k = wb.shape[0]
+        z = torch.mm(xr, wb.t(), out=zflat[:n * k].view(n, k))                 # [n, k] these columns' logits
+        p = pflat[:n * k].view(n, k)
+        if p is not z: p.copy_(z)
+        p.sub_(lr).exp_()                                                       # softmax of these columns, float32
+        hit = ((tr >= b0) & (tr < b0 + k)).nonzero().squeeze(1)
+        p[hit, tr[hit] - b0] -= 1.0                                             # − onehot
+        dl = p if p is z else z.copy_(p)
+        if gxr is not None: gxr += torch.mm(dl, wb)
+        if gw is not None: gw[b0:b0 + k] = torch.mm(dl.t(), xw)
+    if gx is not None: gx[rows] = (gxr * w[rows, None] if w is not None else gxr).to(gx.dtype)
+
+# %% ../nbs/18_loss.ipynb #a3511bfb
 class _FusedLinearCE(torch.autograd.Function):
     "Σ w·CE(x Wᵀ, t) and CE per row; both gradients computed in the forward pass, a chunk of rows at a time."
     @staticmethod
@@ -81,12 +105,18 @@ class _FusedLinearCE(torch.autograd.Function):
         ce = torch.zeros(N, dtype=torch.float32, device=x.device)
         gx = torch.zeros(N, D, dtype=x.dtype, device=x.device) if need_gx else None
         gw = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_gw else None
+        by_rows = cdt == torch.float32            # float32: one pass, ∂L/∂W summed in place by the product (addmm)
+        lse = None if by_rows else torch.zeros(N, dtype=torch.float32, device=x.device)
         with torch.autocast(x.device.type, enabled=False):                    # dtypes are explicit here
             wc = weight.to(cdt)
-            for r, xc, tc, p, z in _softmax_chunks(x, wc, targets, rows, chunk):
+            for r, xc, tc, p, z, zt in _softmax_chunks(x, wc, targets, rows, chunk):
                 ce[r] = _ce_from_softmax(p, tc, xc, wc)
-                if need_gx or need_gw:
-                    _add_chunk_grads(p, z, r, xc, tc, wc, token_weights[r] if token_weights is not None else None, gx, gw)
+                if not by_rows: lse[r] = ce[r] + zt
+                elif need_gx or need_gw:
+                    _add_chunk_grads(p, r, xc, tc, wc, token_weights[r] if token_weights is not None else None, gx, gw)
+            if not by_rows and (need_gx or need_gw):    # bf16: a second pass by vocabulary blocks (see the text)
+                if token_weights is not None: rows = rows[token_weights[rows] != 0]
+                _grads_by_vocab_blocks(x, wc, rows, targets, lse, token_weights, gx, gw, chunk * wc.shape[0])
         ctx.grads, ctx.weight_dtype = (gx, gw), weight.dtype
         ctx.mark_non_differentiable(ce)
         loss = (ce * token_weights).sum() if token_weights is not None else ce.sum()
@@ -128,24 +158,26 @@ def fused_linear_cross_entropy(x: Tensor,                          # [..., D] hi
                                     grad and x.requires_grad, grad and weight.requires_grad)
     return loss, ce.reshape(targets.shape)
 
-# %% ../nbs/18_loss.ipynb #ea539bd4
+# %% ../nbs/18_loss.ipynb #828a8f00
 class _LinearCE(torch.autograd.Function):
     "CE per row of x Wᵀ; the backward recomputes each chunk's logits, skipping rows whose upstream gradient is 0."
     @staticmethod
     def forward(ctx, x, weight, targets, chunk: int, cdt: torch.dtype):
         rows = (targets != -100).nonzero().squeeze(1)
         ce = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
+        lse = torch.zeros_like(ce)
         with torch.autocast(x.device.type, enabled=False):
             wc = weight.to(cdt)
-            for r, xc, tc, p, z in _softmax_chunks(x, wc, targets, rows, chunk):
+            for r, xc, tc, p, z, zt in _softmax_chunks(x, wc, targets, rows, chunk):
                 ce[r] = _ce_from_softmax(p, tc, xc, wc)
-        ctx.save_for_backward(x, weight, targets)
+                lse[r] = ce[r] + zt
+        ctx.save_for_backward(x, weight, targets, lse)
         ctx.chunk, ctx.cdt = chunk, cdt
         return ce
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, targets = ctx.saved_tensors
+        x, weight, targets, lse = ctx.saved_tensors
         need_gx, need_gw = ctx.needs_input_grad[:2]
         g = g.float()
         rows = ((targets != -100) & (g != 0)).nonzero().squeeze(1)
@@ -153,8 +185,11 @@ class _LinearCE(torch.autograd.Function):
         gw = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_gw else None
         with torch.autocast(x.device.type, enabled=False):
             wc = weight.to(ctx.cdt)
-            for r, xc, tc, p, z in _softmax_chunks(x, wc, targets, rows, ctx.chunk):
-                _add_chunk_grads(p, z, r, xc, tc, wc, g[r], gx, gw)
+            if ctx.cdt != torch.float32:
+                _grads_by_vocab_blocks(x, wc, rows, targets, lse, g, gx, gw, ctx.chunk * wc.shape[0])
+            else:
+                for r, xc, tc, p, z, zt in _softmax_chunks(x, wc, targets, rows, ctx.chunk):
+                    _add_chunk_grads(p, r, xc, tc, wc, g[r], gx, gw)
         return gx, (gw.to(weight.dtype) if gw is not None else None), None, None, None
 
 # %% ../nbs/18_loss.ipynb #dd398495
