@@ -127,20 +127,22 @@ def timings(modes: list[str], a) -> dict[str, dict]:
     optimizers: dict = {}
     steps = {m: make_step(m, ad, ids, tg, ref, optimizers) for m in modes}
     for m in modes: steps[m]()
-    times = {m: [] for m in modes}
+    times, cpu = {m: [] for m in modes}, {m: [] for m in modes}
     roof = {"fp32": (0.0, float("inf")), "bf16": (0.0, float("inf"))}
     for i in range(a.rounds):
         for dt, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             gflop, secs = gemm_roofline_s(a, dtype)
             roof[dt] = (gflop, min(roof[dt][1], secs))
         for m in (modes if i % 2 == 0 else modes[::-1]):
-            t0 = time.perf_counter(); steps[m](); times[m].append(time.perf_counter() - t0)
-            print(f"  round {i + 1} {m:>21}: {times[m][-1]:.2f} s", file=sys.stderr, flush=True)
+            t0, c0 = time.perf_counter(), time.process_time()
+            steps[m]()
+            times[m].append(time.perf_counter() - t0); cpu[m].append(time.process_time() - c0)
+            print(f"  round {i + 1} {m:>21}: {times[m][-1]:.2f} s ({cpu[m][-1]:.2f} CPU s)", file=sys.stderr, flush=True)
     out = {}
     for m, ts in times.items():
         gflop, roof_s = roof[m.rsplit("-", 1)[1]]
         best, med = min(ts), sorted(ts)[len(ts) // 2]
-        out[m] = {"s_best": best, "s_median": med, "tokens_per_s": a.batch * a.seq / best, "gflop": gflop,
+        out[m] = {"s_best": best, "s_median": med, "cpu_s_best": min(cpu[m]), "tokens_per_s": a.batch * a.seq / best, "gflop": gflop,
                   "gflops": gflop / best, "roofline_gflops": gflop / roof_s}
     return out
 
@@ -156,24 +158,29 @@ def run_child(args: list[str], a) -> dict:
 
 def report(mem: dict[str, dict], tim: dict[str, dict], modes: list[str], title: str) -> None:
     print(f"\n{title}")
-    print("| mode | s/step best (median) | tokens/s | GFLOP/s | GEMM roofline GFLOP/s | of roofline | peak RSS MB | step RSS MB | first loss |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| mode | s/step best (median) | CPU s/step | tokens/s | GFLOP/s | GEMM roofline GFLOP/s | of roofline | peak RSS MB | step RSS MB | first loss |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for m in modes:
         t, r = tim[m], mem[m]
-        print(f"| {m} | {t['s_best']:.2f} ({t['s_median']:.2f}) | {t['tokens_per_s']:.0f} | {t['gflops']:.0f} | "
+        print(f"| {m} | {t['s_best']:.2f} ({t['s_median']:.2f}) | {t['cpu_s_best']:.2f} | {t['tokens_per_s']:.0f} | {t['gflops']:.0f} | "
               f"{t['roofline_gflops']:.0f} | {t['gflops'] / t['roofline_gflops']:.0%} | {r['peak_rss_mb']:.0f} | "
               f"{r['step_rss_mb']:.0f} | {r['first_loss']:.5f} |")
-    t = lambda x, y: tim[x]["s_best"] / tim[y]["s_best"] if x in tim and y in tim else float("nan")
     m = lambda x, y, k: mem[x][k] / mem[y][k] if x in mem and y in mem else float("nan")
-    print(f"fused-fp32 / naive-fp32: time {t('fused-fp32', 'naive-fp32'):.2f}x (target <= 0.6), peak RSS "
-          f"{m('fused-fp32', 'naive-fp32', 'peak_rss_mb'):.2f}x (target <= 0.3), step RSS {m('fused-fp32', 'naive-fp32', 'step_rss_mb'):.2f}x")
-    print(f"fused-bf16 / naive-fp32: time {t('fused-bf16', 'naive-fp32'):.2f}x (target <= 0.3)")
-    print(f"rho1-fused / fused, same dtype: fp32 {t('rho1-fused-fp32', 'fused-fp32'):.2f}x, bf16 {t('rho1-fused-bf16', 'fused-bf16'):.2f}x "
-          f"(target <= 1.1)")
-    print(f"before -> after: fp32 step {t('fused-fp32', 'efficient-fp32'):.2f}x main's; bf16 step {t('fused-bf16', 'efficient-fp32'):.2f}x "
-          f"main's (which ran fp32 under runtime.dtype=bfloat16); Rho-1 fp32 {t('rho1-fused-fp32', 'rho1-efficient-fp32'):.2f}x; "
-          f"peak RSS fp32 {m('fused-fp32', 'efficient-fp32', 'peak_rss_mb'):.2f}x")
-    print(f"known weights, gradients in the forward pass vs recomputed in the backward: {t('fused-fp32', 'fused-recompute-fp32'):.2f}x")
+    for key, what in (("s_best", "wall time"), ("cpu_s_best", "CPU time")):
+        t = lambda x, y: tim[x][key] / tim[y][key] if x in tim and y in tim else float("nan")
+        print(f"ratios by {what} (best of the rounds):")
+        print(f"  fused-fp32 / naive-fp32: time {t('fused-fp32', 'naive-fp32'):.2f}x (target <= 0.6)")
+        print(f"  fused-bf16 / naive-fp32: time {t('fused-bf16', 'naive-fp32'):.2f}x (target <= 0.3)")
+        print(f"  rho1-fused / fused, same dtype: fp32 {t('rho1-fused-fp32', 'fused-fp32'):.2f}x, "
+              f"bf16 {t('rho1-fused-bf16', 'fused-bf16'):.2f}x (target <= 1.1)")
+        print(f"  before -> after: fp32 step {t('fused-fp32', 'efficient-fp32'):.2f}x main's; bf16 step "
+              f"{t('fused-bf16', 'efficient-fp32'):.2f}x main's (main ran fp32 under runtime.dtype=bfloat16); "
+              f"Rho-1 fp32 {t('rho1-fused-fp32', 'rho1-efficient-fp32'):.2f}x")
+        print(f"  known weights, gradients in the forward pass / recomputed in the backward: "
+              f"{t('fused-fp32', 'fused-recompute-fp32'):.2f}x")
+    print(f"memory: fused-fp32 / naive-fp32 peak RSS {m('fused-fp32', 'naive-fp32', 'peak_rss_mb'):.2f}x (target <= 0.3), "
+          f"rise above the pre-step RSS {m('fused-fp32', 'naive-fp32', 'step_rss_mb'):.2f}x; fused-fp32 / efficient-fp32 "
+          f"(before) peak RSS {m('fused-fp32', 'efficient-fp32', 'peak_rss_mb'):.2f}x")
     fp32 = [mem[x]["first_loss"] for x in modes if x.endswith("fp32") and not x.startswith("rho1")]
     assert max(fp32) - min(fp32) < 1e-3, f"float32 first losses disagree: {fp32}"
     for x in modes:

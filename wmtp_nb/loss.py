@@ -69,7 +69,7 @@ def _add_chunk_grads(p: Tensor, r: Tensor, xc: Tensor, tc: Tensor, wc: Tensor, w
     if gw is not None:
         gw.addmm_(p.t(), xc * w[:, None] if w is not None else xc)            # summed in place by the product
 
-# %% ../nbs/18_loss.ipynb #f0d4b213
+# %% ../nbs/18_loss.ipynb #85f96417
 def _grads_by_vocab_blocks(x: Tensor, wc: Tensor, rows: Tensor, targets: Tensor, lse: Tensor, w: Tensor | None,
                            gx: Tensor | None, gw: Tensor | None, elements: int) -> None:
     "∂(Σ w·CE) for `rows` into `gx` and `gw`, a block of vocabulary columns of every row at a time: each block of ∂L/∂W is written once."
@@ -77,6 +77,7 @@ def _grads_by_vocab_blocks(x: Tensor, wc: Tensor, rows: Tensor, targets: Tensor,
     if n == 0: return
     xr, tr = x[rows].to(cdt), targets[rows]
     xw = xr * w[rows, None].to(cdt) if w is not None else xr
+    xwt = xw.t().contiguous()                                                   # [D, n]
     block = min(V, max(64, elements // n // 64 * 64))                           # about `elements` logits per block
     zflat = torch.empty(n * block, dtype=cdt, device=x.device)
     pflat = zflat if cdt == torch.float32 else torch.empty(n * block, dtype=torch.float32, device=x.device)
@@ -92,10 +93,10 @@ def _grads_by_vocab_blocks(x: Tensor, wc: Tensor, rows: Tensor, targets: Tensor,
         p[hit, tr[hit] - b0] -= 1.0                                             # − onehot
         dl = p if p is z else z.copy_(p)
         if gxr is not None: gxr += torch.mm(dl, wb)
-        if gw is not None: gw[b0:b0 + k] = torch.mm(dl.t(), xw)
+        if gw is not None: gw[b0:b0 + k] = torch.mm(xwt, dl).t()                # xᵀ·dl: the faster layout for AMX
     if gx is not None: gx[rows] = (gxr * w[rows, None] if w is not None else gxr).to(gx.dtype)
 
-# %% ../nbs/18_loss.ipynb #a3511bfb
+# %% ../nbs/18_loss.ipynb #2e37b147
 class _FusedLinearCE(torch.autograd.Function):
     "Σ w·CE(x Wᵀ, t) and CE per row; both gradients computed in the forward pass, a chunk of rows at a time."
     @staticmethod
@@ -104,8 +105,8 @@ class _FusedLinearCE(torch.autograd.Function):
         rows = (targets != -100).nonzero().squeeze(1)
         ce = torch.zeros(N, dtype=torch.float32, device=x.device)
         gx = torch.zeros(N, D, dtype=x.dtype, device=x.device) if need_gx else None
-        gw = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_gw else None
         by_rows = cdt == torch.float32            # float32: one pass, ∂L/∂W summed in place by the product (addmm)
+        gw = None if not need_gw else (torch.zeros if by_rows else torch.empty)(weight.shape, dtype=torch.float32, device=x.device)
         lse = None if by_rows else torch.zeros(N, dtype=torch.float32, device=x.device)
         with torch.autocast(x.device.type, enabled=False):                    # dtypes are explicit here
             wc = weight.to(cdt)
@@ -116,6 +117,7 @@ class _FusedLinearCE(torch.autograd.Function):
                     _add_chunk_grads(p, r, xc, tc, wc, token_weights[r] if token_weights is not None else None, gx, gw)
             if not by_rows and (need_gx or need_gw):    # bf16: a second pass by vocabulary blocks (see the text)
                 if token_weights is not None: rows = rows[token_weights[rows] != 0]
+                if gw is not None and len(rows) == 0: gw.zero_()
                 _grads_by_vocab_blocks(x, wc, rows, targets, lse, token_weights, gx, gw, chunk * wc.shape[0])
         ctx.grads, ctx.weight_dtype = (gx, gw), weight.dtype
         ctx.mark_non_differentiable(ce)
@@ -158,7 +160,7 @@ def fused_linear_cross_entropy(x: Tensor,                          # [..., D] hi
                                     grad and x.requires_grad, grad and weight.requires_grad)
     return loss, ce.reshape(targets.shape)
 
-# %% ../nbs/18_loss.ipynb #828a8f00
+# %% ../nbs/18_loss.ipynb #df61df13
 class _LinearCE(torch.autograd.Function):
     "CE per row of x Wᵀ; the backward recomputes each chunk's logits, skipping rows whose upstream gradient is 0."
     @staticmethod
@@ -182,10 +184,11 @@ class _LinearCE(torch.autograd.Function):
         g = g.float()
         rows = ((targets != -100) & (g != 0)).nonzero().squeeze(1)
         gx = torch.zeros(x.shape, dtype=x.dtype, device=x.device) if need_gx else None
-        gw = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_gw else None
+        by_rows = ctx.cdt == torch.float32
+        gw = None if not need_gw else (torch.zeros if by_rows or len(rows) == 0 else torch.empty)(weight.shape, dtype=torch.float32, device=x.device)
         with torch.autocast(x.device.type, enabled=False):
             wc = weight.to(ctx.cdt)
-            if ctx.cdt != torch.float32:
+            if not by_rows:
                 _grads_by_vocab_blocks(x, wc, rows, targets, lse, g, gx, gw, ctx.chunk * wc.shape[0])
             else:
                 for r, xc, tc, p, z, zt in _softmax_chunks(x, wc, targets, rows, ctx.chunk):
