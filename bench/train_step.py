@@ -120,8 +120,8 @@ def memory_of(mode: str, a) -> dict:
 
 
 def timings(modes: list[str], a) -> dict[str, dict]:
-    "In one process: a warm-up step of every mode, then `rounds` rounds of one step per mode (order reversed every"
-    " other round), GEMM rates measured between rounds; best and median seconds per mode."
+    "In one process: a warm-up step of every mode, then `rounds` rounds of one step per mode (the order rotated each"
+    " round), GEMM rates measured between rounds; best and median seconds per mode."
     import torch
     ad, ids, tg, ref = setup(a)
     optimizers: dict = {}
@@ -133,7 +133,8 @@ def timings(modes: list[str], a) -> dict[str, dict]:
         for dt, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
             gflop, secs = gemm_roofline_s(a, dtype)
             roof[dt] = (gflop, min(roof[dt][1], secs))
-        for m in (modes if i % 2 == 0 else modes[::-1]):
+        shift = i * len(modes) // a.rounds                                    # rotate: each mode's steps spread out
+        for m in modes[shift:] + modes[:shift]:
             t0, c0 = time.perf_counter(), time.process_time()
             steps[m]()
             times[m].append(time.perf_counter() - t0); cpu[m].append(time.process_time() - c0)
@@ -195,7 +196,7 @@ def main():
     ap.add_argument("--heads", type=int, default=4); ap.add_argument("--n_heads", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=32000); ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=512); ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=3, help="timed steps per mode, alternated")
+    ap.add_argument("--rounds", type=int, default=4, help="timed steps per mode, alternated")
     ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -206,7 +207,7 @@ def main():
     if bad: raise SystemExit(f"--modes: unknown {bad}; choose from {MODES}")
     print(f"config: dim {a.dim}, {a.trunk} trunk + {a.heads} head blocks, {a.n_heads} attention heads, vocab {a.vocab}, "
           f"batch {a.batch}x{a.seq}, {a.threads} threads, CPU; memory: each mode in a fresh process (warm-up + 1 step); "
-          f"time: one process, {a.rounds} alternated rounds of one step per mode after a warm-up step each")
+          f"time: one process, {a.rounds} rounds of one step per mode (order rotated each round) after a warm-up step each")
     load0 = os.getloadavg()[0]
     mem = {m: run_child(["--child", "memory", "--modes", m], a) for m in modes}
     tim = run_child(["--child", "time", "--modes", ",".join(modes)], a)

@@ -217,18 +217,20 @@ def _liger_linear_ce() -> Callable | None:
     release = tuple(int(n) for n in version("liger-kernel").split(".")[:3] if n.isdigit())
     return liger_fused_linear_cross_entropy if release >= (0, 8, 5) else None
 
-# %% ../nbs/18_loss.ipynb #7daa0b96
+# %% ../nbs/18_loss.ipynb #8c8ab3e4
 class _HeadWeights:
     "Fixed weights and/or a function of the CE, in an object FSDP's input casting does not look into."
     def __init__(self, fixed: Tensor | None, weigh: Callable[[Tensor], Tensor] | None):
         self.fixed, self.weigh = fixed, weigh
 
+# %% ../nbs/18_loss.ipynb #2b04a4d9
 def _is_fsdp(module: nn.Module) -> bool:
     "Whether `module` was wrapped by FSDP2's `fully_shard`."
     try: from torch.distributed.fsdp import FSDPModule
     except ImportError: return False
     return isinstance(module, FSDPModule)
 
+# %% ../nbs/18_loss.ipynb #861c23f5
 def _head_ce(output: nn.Module, x: Tensor, targets: Tensor, hw: _HeadWeights) -> tuple[Tensor, Tensor, Tensor | None]:
     "`head_cross_entropy` on `output.weight` (inside FSDP's forward hooks when the module is sharded)."
     W, valid = output.weight, targets != -100
