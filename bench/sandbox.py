@@ -3,7 +3,11 @@
     .venv/bin/python bench/sandbox.py [--n 200] [--workers 2] [--timeout 1.0]
 
 Prints programs/s for `run_many` (sandboxed, 2 workers and 1 worker) and for a naive serial baseline measured in the
-same run: `subprocess.run([sys.executable, "-c", program + tests], timeout=...)` with no isolation at all.
+same run: `subprocess.run([sys.executable, "-c", program + tests], timeout=...)` with no isolation at all. Every sandboxed
+job is a `check_program`: the program in its sandbox, the tests in a separate judge process, plain data between them;
+runs are forked from one pre-imported launcher (zygote) per worker, whose start-up is part of the measured time
+(except the first one's, started by the `sandbox_capabilities()` probe). The 6 endless loops cost 1 s each in every
+configuration, so they bound the ratio.
 """
 import argparse, subprocess, sys, time
 from collections import Counter

@@ -7,7 +7,7 @@ _TOKENIZER: Path | None = None
 
 
 def build(root: Path) -> Path:
-    "storage/ under `root`: models_v2/{tiny-mtp,tiny-ref} (shared tokenizer) and datasets_v2/tiny (24 records)."
+    "storage/ under `root`: models_v2/{tiny-mtp,tiny-ref} (shared tokenizer) and datasets_v2/tiny (24 train, 6 valid records)."
     from wmtp_nb.micro import make_tiny_model
     from wmtp_nb.tokenizer import train_code_tokenizer
     global _TOKENIZER
@@ -19,16 +19,17 @@ def build(root: Path) -> Path:
     make_tiny_model(storage / "models_v2" / "tiny-ref", tok, dim=64, n_layers=2, n_heads=4, seed=1, layout="hf")
     d = storage / "datasets_v2" / "tiny" / "processed"
     d.mkdir(parents=True)
-    recs, meta = [], []
-    for i in range(24):
-        ok = i % 2 == 0
-        op = "+" if ok else "-"
-        recs.append({"instruction": f"Write a function f{i} that adds {i} to x.", "input": "",
-                     "output": f"def f{i}(x):\n    return x {op} {i}\n", "task_id": f"t{i}_{'correct' if ok else 'incorrect'}",
-                     "is_correct": ok, "metadata": {"source": "test", "difficulty": 1 + i % 11, "has_tests": False}})
-        meta.append({"is_correct": ok, "difficulty": 1 + i % 11})
-    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
-    (d / "train_metadata.json").write_text(json.dumps({"metadata": meta, "stats": {}}))
+    for split, ids in (("train", range(24)), ("valid", range(100, 106))):
+        recs, meta = [], []
+        for i in ids:
+            ok = i % 2 == 0
+            op = "+" if ok else "-"
+            recs.append({"instruction": f"Write a function f{i} that adds {i} to x.", "input": "",
+                         "output": f"def f{i}(x):\n    return x {op} {i}\n", "task_id": f"t{i}_{'correct' if ok else 'incorrect'}",
+                         "is_correct": ok, "metadata": {"source": "test", "difficulty": 1 + i % 11, "has_tests": False}})
+            meta.append({"is_correct": ok, "difficulty": 1 + i % 11})
+        (d / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        (d / f"{split}_metadata.json").write_text(json.dumps({"metadata": meta, "stats": {}}))
     return storage
 
 
@@ -38,8 +39,8 @@ def overrides(root: Path, storage: Path, **extra) -> list[str]:
             "models.reference": "tiny-ref", "data.dataset": "tiny", "data.n_samples": 8, "data.max_length": 160,
             "data.replace": "true", "training.batch_size": 2, "training.grad_accum": 2, "training.max_steps": 4,
             "training.warmup_steps": 1, "training.log_every": 1, "training.save_every": 2, "training.lr": 1e-3,
-            "training.progress": "false", "runtime.device": "cpu", "runtime.num_threads": 1, "runtime.dtype": "float32",
-            "checkpoint.keep": 1}
+            "training.progress": "false", "runtime.device": "cpu", "runtime.num_threads": 1, "checkpoint.keep": 1, "runtime.dtype": "float32",
+            "runtime.strategy": "ddp", "runtime.activation_checkpointing": "false"}  # the 7B defaults shard; tests opt in
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]
 

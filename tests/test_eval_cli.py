@@ -17,14 +17,14 @@ def _run(args, env):
 def test_python_m_evaluate(tmp_path):
     tok = train_code_tokenizer(tmp_path / "tok.model", vocab_size=512, sources=("humaneval",))
     model = make_tiny_model(tmp_path / "tiny-mtp", tok, dim=64, n_layers=6)
-    env = {**os.environ, "MLFLOW_TRACKING_URI": (tmp_path / "mlruns").as_uri(), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "OMP_NUM_THREADS": "1"}
     out = _run([model, "--dataset", "humaneval", "--limit", "3", "--n", "3", "--max_new_tokens", "16", "--ks", "1,3",
                 "--out_dir", tmp_path / "he"], env)
     rep = json.loads((tmp_path / "he" / "report.json").read_text())
     assert rep["n_tasks"] == 3 and rep["n_samples"] == 9 and rep["mlflow_run_id"]
     assert rep["prompt_convention"] == "humaneval-raw" and rep["sampling"]["temperature"] == 0.8
     assert '"pass@3"' in out and str(tmp_path / "he" / "report.json") in out
-    assert (tmp_path / "mlruns").is_dir()
+    assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "mlartifacts" / rep["mlflow_run_id"]).is_dir()
     # greedy, plain vs self-speculative: identical completions
     common = [model, "--dataset", "mbpp", "--task_ids", "MBPP/11,MBPP/12", "--n", "1", "--temperature", "0",
               "--max_new_tokens", "24", "--ks", "1", "--no_mlflow"]

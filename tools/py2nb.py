@@ -22,7 +22,9 @@ def main(src: str, dst: str) -> None:
     nb = jupytext.read(src)
     if dst.suffix == ".ipynb":
         nb.metadata = {"kernelspec": KERNELSPEC}
-        old = jupytext.read(dst).cells if dst.is_file() else []
+        try: old = jupytext.read(dst).cells if dst.is_file() else []
+        except Exception as e:  # e.g. a notebook with merge-conflict markers: nothing to take ids/outputs from
+            print(f"{dst}: not readable ({type(e).__name__}); cell outputs not carried over", file=sys.stderr); old = []
         by_id = {c.get("id"): c for c in old}
         seen = set()
         for c in nb.cells:  # jupytext's own cell metadata is noise here; keep papermill tags and the cell id

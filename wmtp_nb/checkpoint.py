@@ -5,21 +5,22 @@
 # %% ../nbs/12_checkpoint.ipynb #cd472356
 from __future__ import annotations
 
-import json, os, random, shutil, sys, threading, time
+import io, json, os, random, shutil, sys, time, warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
-from safetensors.torch import load_file, save_file
 
 from .files import atomic_dir, atomic_write_json
-from .runtime import all_gather_object
+from .model import save_safetensors
+from .runtime import barrier, is_sharded
 
 # %% auto #0
-__all__ = ['rng_state', 'set_rng_state', 'gather_states', 'save_model', 'load_model', 'RemoteCopyError', 'RemoteCopier',
+__all__ = ['TRAIN_STATE', 'rng_state', 'set_rng_state', 'save_weights', 'check_train_state', 'RemoteCopyError', 'RemoteCopier',
            'is_checkpoint', 'CheckpointManager']
 
 # %% ../nbs/12_checkpoint.ipynb #c8e8b154
@@ -36,43 +37,55 @@ def set_rng_state(state: dict) -> None:
     if state.get("cuda") is not None and torch.cuda.is_available(): torch.cuda.set_rng_state_all(state["cuda"])
 
 # %% ../nbs/12_checkpoint.ipynb #2a46b35e
-def _is_sharded(model: nn.Module) -> bool:
-    "True when the parameters are DTensors (FSDP2)."
-    return any(type(p).__name__ == "DTensor" for p in model.parameters())
-
-def gather_states(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> tuple[dict | None, dict | None]:
-    "(model state or None when the adapter saves itself, optimiser state): full, unsharded; call on every rank."
-    if _is_sharded(model):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
-        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        msd, osd = get_state_dict(model, optimizer if optimizer is not None else [], options=opts)
-        return msd, (osd if optimizer is not None else None)
-    return None, (optimizer.state_dict() if optimizer is not None else None)
-
-def save_model(model: nn.Module, path: Path, full_state: dict | None = None) -> None:
-    "The adapter's `save_checkpoint(path)` when it has one (and is not sharded), else `model.safetensors`."
-    if full_state is None and hasattr(model, "save_checkpoint"):
-        model.save_checkpoint(path)
-        return
-    sd = full_state if full_state is not None else model.state_dict()
-    save_file({k: v.detach().cpu().contiguous() for k, v in sd.items()}, str(path / "model.safetensors"))
-
-def load_model(model: nn.Module, path: Path) -> None:
-    "Load weights saved by `save_model` into `model` (strict)."
-    if (path / "model.safetensors").is_file():
-        sd = load_file(str(path / "model.safetensors"))
-        if _is_sharded(model):
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-            set_model_state_dict(model, sd, options=StateDictOptions(full_state_dict=True))
-        else:
-            missing, unexpected = model.load_state_dict(sd, strict=False)
-            if missing or unexpected:
-                raise RuntimeError(f"{path / 'model.safetensors'}: does not match {type(model).__name__}: "
-                                   f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    elif hasattr(model, "load_checkpoint"):
-        model.load_checkpoint(path)
+def save_weights(model: nn.Module, path: Path | None, write: bool = True) -> None:
+    "The model's weights as files any consumer loads (adapter checkpoint or `model.safetensors`); collective under FSDP."
+    if hasattr(model, "save_checkpoint"):
+        model.save_checkpoint(path, write=write)
     else:
-        raise FileNotFoundError(f"{path}: no model.safetensors (and {type(model).__name__} has no load_checkpoint)")
+        save_safetensors(model.state_dict(), Path(path) / "model.safetensors" if write else None, write=write)
+
+# %% ../nbs/12_checkpoint.ipynb #d1a7c0b2
+TRAIN_STATE = "train_state"  # the DCP directory inside a checkpoint
+
+def _pack(obj: Any) -> bytes:
+    "Small state as bytes (torch.save: tensors inside are fine)."
+    buf = io.BytesIO(); torch.save(obj, buf); return buf.getvalue()
+
+def _unpack(b: bytes) -> Any:
+    # our own bytes, holding Python/NumPy RNG tuples that weights_only loading refuses
+    return torch.load(io.BytesIO(b), map_location="cpu", weights_only=False)
+
+def _model_optim_state(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> dict:
+    "`{'model': …, 'optimizer': …}` keyed by parameter name (sharded DTensors under FSDP), as DCP saves and loads them."
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_state_dict
+    if optimizer is None: return {"model": get_model_state_dict(model)}
+    msd, osd = get_state_dict(model, optimizer)
+    return {"model": msd, "optimizer": osd}
+
+def check_train_state(path: str | Path, model_state: dict, needs_optimizer: bool) -> None:
+    "Raise naming missing, unexpected and mis-shaped tensors when `model_state` does not match the DCP checkpoint at `path`."
+    from torch.distributed.checkpoint import FileSystemReader
+    md = FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    saved = {k[len("model."):]: tuple(v.size) for k, v in md.items() if k.startswith("model.") and hasattr(v, "size")}
+    mine = {k: tuple(v.shape) for k, v in model_state.items() if isinstance(v, torch.Tensor)}
+    missing, unexpected = sorted(set(mine) - set(saved)), sorted(set(saved) - set(mine))
+    wrong = [f"{k}: {saved[k]} in the checkpoint, {mine[k]} in the model" for k in sorted(set(mine) & set(saved)) if mine[k] != saved[k]]
+    if missing or unexpected or wrong:
+        parts = [f"missing {missing[:5]}" if missing else "", f"unexpected {unexpected[:5]}" if unexpected else "",
+                 f"wrong shapes {wrong[:5]}" if wrong else ""]
+        raise ValueError(f"{path}: does not match the model: " + "; ".join(p for p in parts if p))
+    if needs_optimizer and not any(k.startswith("optimizer.") for k in md):
+        raise ValueError(f"{path}: checkpoint has no optimizer state")
+
+# DCP warns on every single-process save and load (also from its writer thread); one process is a case we mean
+warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+def _checkpoint_group() -> Any:
+    "A gloo group for the background writes' collectives (never the training group: they run concurrently); None alone."
+    return dist.new_group(backend="gloo") if _distributed() else None
 
 # %% ../nbs/12_checkpoint.ipynb #fb54e3bf
 class RemoteCopyError(RuntimeError):
@@ -95,7 +108,8 @@ class RemoteCopier:
             if self.fs.exists(dest): self.fs.rm(dest, recursive=True)
             self.fs.makedirs(dest, exist_ok=True)
             for f in sorted(snapshot.rglob("*")):
-                if f.is_file(): self.fs.put_file(str(f), f"{dest}/{f.relative_to(snapshot).as_posix()}")
+                if f.is_dir(): self.fs.makedirs(f"{dest}/{f.relative_to(snapshot).as_posix()}", exist_ok=True)
+                else: self.fs.put_file(str(f), f"{dest}/{f.relative_to(snapshot).as_posix()}")
             return dest
         finally:
             shutil.rmtree(snapshot, ignore_errors=True)
@@ -135,19 +149,24 @@ def _link_tree(src: Path, dst: Path) -> None:
         except OSError: shutil.copy2(f, t)
 
 def is_checkpoint(path: str | Path) -> bool:
-    "A complete checkpoint directory (meta.json and trainer_state.pt present)."
+    "A complete checkpoint directory (`meta.json` and the training state's DCP metadata present)."
     p = Path(path)
-    return (p / "meta.json").is_file() and (p / "trainer_state.pt").is_file()
+    return (p / "meta.json").is_file() and (p / TRAIN_STATE / ".metadata").is_file()
 
 class CheckpointManager:
     "Atomic `last/`, `best/` and pruned `checkpoints/step-N/` under a run directory; resume from `last/`."
     def __init__(self, run_dir: str | Path, keep: int = 2, best_metric: str = "train/loss", best_mode: str = "min",
-                 remote_url: str | None = None, is_main: bool = True):
+                 remote_url: str | None = None, is_main: bool = True, async_save: bool = True):
         if best_mode not in ("min", "max"): raise ValueError(f"best_mode must be 'min' or 'max', got {best_mode!r}")
         self.run_dir, self.keep, self.best_metric, self.best_mode = Path(run_dir), int(keep), best_metric, best_mode
-        self.is_main = is_main
+        self.is_main, self.async_save = is_main, async_save
         self.best_value: float | None = None
         self.remote = RemoteCopier(remote_url) if (remote_url and is_main) else None
+        self.group = _checkpoint_group() if async_save else None  # collective: every rank constructs the manager
+        self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckpt-publish") if is_main else None
+        self.pending: Future | None = None
+        if is_main:  # leftovers of a run killed while writing
+            for old in self.run_dir.glob(".pending-*"): shutil.rmtree(old, ignore_errors=True)
 
     @property
     def last(self) -> Path: return self.run_dir / "last"
@@ -160,27 +179,56 @@ class CheckpointManager:
         if self.best_value is None: return True
         return v < self.best_value if self.best_mode == "min" else v > self.best_value
 
+    def wait(self) -> None:
+        "Block until the last `save` is on disk (and, on rank 0, published); re-raise its error if it failed."
+        if self.pending is not None:
+            fut, self.pending = self.pending, None
+            fut.result()
+
     def save(self, step: int, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
              state: dict | None = None, metrics: dict | None = None) -> Path | None:
-        "Write `last/` (and `best/`, history, remote copy); collective: call on every rank. Returns last/ on rank 0."
+        "Checkpoint `step`; collective: call on every rank. Returns (on rank 0) `last/`, complete once `wait()` returns."
+        import torch.distributed.checkpoint as dcp
+        self.wait()
         metrics = {k: float(v) for k, v in (metrics or {}).items()}
-        rngs = all_gather_object(rng_state())
-        full_model, full_optim = gather_states(model, optimizer)
         improved = self._improved(metrics)
         if improved: self.best_value = metrics[self.best_metric]
-        if not self.is_main: return None
-        with atomic_dir(self.last, overwrite=True) as tmp:
-            save_model(model, tmp, full_model)
-            torch.save({"optimizer": full_optim, "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                        "rng": rngs, "state": {**(state or {}), "best_value": self.best_value}}, tmp / "trainer_state.pt")
-            atomic_write_json(tmp / "meta.json", {"step": int(step), "metrics": metrics, "world_size": len(rngs),
-                                                  "best_metric": self.best_metric, "best_value": self.best_value,
-                                                  "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        world = dist.get_world_size() if _distributed() else 1
+        rank = dist.get_rank() if world > 1 else 0
+        tmp = self.run_dir / f".pending-{step:08d}"
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+        barrier()
+        save_weights(model, tmp, write=self.is_main)
+        sd = _model_optim_state(model, optimizer)
+        sd["trainer"] = _pack({"scheduler": scheduler.state_dict() if scheduler is not None else None,
+                               "state": dict(state or {}), "best_value": self.best_value})
+        sd["rng"] = {f"rank{rank}": _pack(rng_state())}
+        if self.async_save:
+            written = dcp.async_save(sd, checkpoint_id=str(tmp / TRAIN_STATE), process_group=self.group, no_dist=world == 1)
+        else:
+            dcp.save(sd, checkpoint_id=str(tmp / TRAIN_STATE), no_dist=world == 1)
+            written = Future(); written.set_result(None)
+        if not self.is_main:
+            self.pending = written
+            return None
+        meta = {"format": "wmtp-checkpoint-v2", "step": int(step), "metrics": metrics, "world_size": world,
+                "sharded": is_sharded(model), "best_metric": self.best_metric, "best_value": self.best_value,
+                "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        self.pending = self.publisher.submit(self._publish, written, tmp, step, meta, improved)
+        return self.last
+
+    def _publish(self, written: Future, tmp: Path, step: int, meta: dict, improved: bool) -> None:
+        "Rank 0, once every shard is written: meta.json last, then `last/`, `best/`, history, remote copy."
+        written.result()  # DCP's coordinator finishes only after every rank's shard is on disk
+        atomic_write_json(tmp / "meta.json", meta)
+        with atomic_dir(self.last, overwrite=True) as t: _link_tree(tmp, t)
+        shutil.rmtree(tmp, ignore_errors=True)
         if improved:
-            with atomic_dir(self.best, overwrite=True) as tmp: _link_tree(self.last, tmp)
+            with atomic_dir(self.best, overwrite=True) as t: _link_tree(self.last, t)
         if self.keep > 0:
             hist = self.run_dir / "checkpoints"
-            with atomic_dir(hist / f"step-{step:08d}", overwrite=True) as tmp: _link_tree(self.last, tmp)
+            with atomic_dir(hist / f"step-{step:08d}", overwrite=True) as t: _link_tree(self.last, t)
             for old in sorted(hist.glob("step-*"))[:-self.keep]: shutil.rmtree(old, ignore_errors=True)
         if self.remote is not None:
             self.remote.poll()
@@ -191,34 +239,39 @@ class CheckpointManager:
                 snap_b = self.run_dir / f".remote-best-{step:08d}"
                 shutil.rmtree(snap_b, ignore_errors=True); _link_tree(self.best, snap_b)
                 self.remote.submit(snap_b, f"{self.run_dir.name}/best")
-        return self.last
 
     def load(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
              path: str | Path | None = None, rank: int = 0, world_size: int = 1) -> dict:
         "Restore a checkpoint (default `last/`) into model/optimiser/scheduler and this rank's RNG; returns the loop state."
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
         path = Path(path) if path is not None else self.last
         if not is_checkpoint(path):
-            raise FileNotFoundError(f"no checkpoint at {path} (expected meta.json and trainer_state.pt; "
+            raise FileNotFoundError(f"no checkpoint at {path} (expected meta.json and {TRAIN_STATE}/.metadata; "
                                     f"saved checkpoints: {[p.name for p in self.run_dir.glob('*') if is_checkpoint(p)] or 'none'})")
-        load_model(model, path)
-        # our own file, holding Python/NumPy RNG tuples that weights_only loading refuses
-        ts = torch.load(path / "trainer_state.pt", map_location="cpu", weights_only=False)
-        if optimizer is not None:
-            if ts["optimizer"] is None: raise ValueError(f"{path}: checkpoint has no optimizer state")
-            if _is_sharded(model):
-                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-                set_optimizer_state_dict(model, optimizer, ts["optimizer"], options=StateDictOptions(full_state_dict=True))
-            else:
-                optimizer.load_state_dict(ts["optimizer"])
-        if scheduler is not None and ts["scheduler"] is not None: scheduler.load_state_dict(ts["scheduler"])
-        rngs = ts["rng"]
-        if len(rngs) == world_size: set_rng_state(rngs[rank])
-        else: print(f"WARNING: {path} was saved with {len(rngs)} rank(s), resuming with {world_size}: RNG states not restored",
-                    file=sys.stderr)
-        state = dict(ts["state"])
-        self.best_value = state.pop("best_value", None)
-        return state
+        meta = json.loads((path / "meta.json").read_text())
+        saved_world = int(meta.get("world_size", 1))
+        sd = _model_optim_state(model, optimizer)
+        check_train_state(path / TRAIN_STATE, sd["model"], optimizer is not None)
+        sd["trainer"] = b""
+        if saved_world == world_size: sd["rng"] = {f"rank{rank}": b""}
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load(sd, checkpoint_id=str(path / TRAIN_STATE), no_dist=not _distributed())
+        if optimizer is None: set_model_state_dict(model, sd["model"])
+        else: set_state_dict(model, optimizer, model_state_dict=sd["model"], optim_state_dict=sd["optimizer"])
+        trainer = _unpack(sd["trainer"])
+        if scheduler is not None and trainer["scheduler"] is not None: scheduler.load_state_dict(trainer["scheduler"])
+        if saved_world == world_size: set_rng_state(_unpack(sd["rng"][f"rank{rank}"]))
+        elif rank == 0:
+            print(f"resuming {path}, written by {saved_world} rank(s), on {world_size}: model and optimizer state "
+                  f"resharded by torch.distributed.checkpoint; RNG states not restored (each rank keeps seed + rank)", flush=True)
+        self.best_value = trainer["best_value"]
+        return dict(trainer["state"])
 
     def close(self) -> None:
-        "Wait for background copies; raises `RemoteCopyError` if any failed."
-        if self.remote is not None: self.remote.close()
+        "Wait for the last checkpoint and background copies; raises `RemoteCopyError` if any copy failed."
+        try: self.wait()
+        finally:
+            if self.publisher is not None: self.publisher.shutdown(wait=True)
+            if self.remote is not None: self.remote.close()

@@ -9,8 +9,10 @@ from typing import Callable, Mapping, Sequence
 
 import torch
 
+from .tokenizer import encode_continuation, encode_prompt
+
 # %% auto #0
-__all__ = ['ALPACA_PROMPT', 'ALPACA_PROMPT_NO_INPUT', 'alpaca_prompt', 'MTPCollator', 'mtp_targets']
+__all__ = ['ALPACA_PROMPT', 'ALPACA_PROMPT_NO_INPUT', 'COLLATE_VERSION', 'alpaca_prompt', 'MTPCollator', 'mtp_targets']
 
 # %% ../nbs/09_collate.ipynb #83acc1c9
 ALPACA_PROMPT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -50,8 +52,8 @@ class MTPCollator:
 
     def encode(self, record: Mapping) -> tuple[list[int], list[int]]:
         "`(ids, labels)` of one record, truncated to `max_length`."
-        prompt = self.tokenizer.encode(self.prompt_fn(record), bos=True, eos=False)
-        output = self.tokenizer.encode(_field(record, "output", str), bos=False, eos=True)
+        prompt = encode_prompt(self.tokenizer, self.prompt_fn(record))
+        output = encode_continuation(self.tokenizer, _field(record, "output", str), eos=True)
         ids = (prompt + output)[: self.max_length]
         labels = ([-100] * len(prompt) + output)[: self.max_length]
         return ids, labels
@@ -73,6 +75,9 @@ class MTPCollator:
         task_ids = [str(_field(r, "task_id", (str, int))) for r in records]
         return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels, is_correct=is_correct,
                     task_ids=task_ids)
+
+# %% ../nbs/09_collate.ipynb #4dc5bfbf
+COLLATE_VERSION = 2  # 1: output encoded on its own (a dummy-prefix "▁" on every target); 2: `encode_continuation`
 
 # %% ../nbs/09_collate.ipynb #cb166be5
 def mtp_targets(labels: torch.Tensor, n_heads: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .files import project_root, runs_dir, storage_dir
 
@@ -18,7 +18,7 @@ from .files import project_root, runs_dir, storage_dir
 __all__ = ['ProjectConfig', 'ExperimentConfig', 'PathsConfig', 'ModelsConfig', 'DataConfig', 'TrainingConfig', 'WeightingConfig',
            'CriticConfig', 'Rho1Config', 'RuntimeConfig', 'CheckpointConfig', 'MlflowConfig', 'Config', 'ConfigError',
            'deep_merge', 'check_keys', 'parse_override', 'resolve_preset', 'load_config', 'dump_config',
-           'flatten_config', 'storage_root', 'runs_root', 'model_path', 'dataset_path']
+           'flatten_config', 'data_condition', 'storage_root', 'runs_root', 'model_path', 'dataset_path']
 
 # %% ../nbs/10_config.ipynb #321b3f7f
 class _Section(BaseModel):
@@ -58,6 +58,18 @@ class DataConfig(_Section):
     seed: int = 0
     replace: bool = False  # sample with replacement when a class or bucket has too few records
     curriculum: Optional[dict[str, Any]] = None  # keyword arguments of sampling.sample_curriculum (phases, buckets)
+    is_correct: Optional[bool] = None  # the data condition: True correct only, False incorrect only, None both
+    valid_split: Optional[str] = "valid"  # held-out split for validation (None: no validation)
+    valid_n_samples: Optional[int] = 1000  # fixed sample of the validation split (seed 0); None: all of it
+
+    @model_validator(mode="after")
+    def _condition(self) -> "DataConfig":
+        if self.sampling == "balanced" and self.is_correct is not None:
+            raise ValueError(f"sampling 'balanced' draws correct and incorrect 50:50; is_correct must be null, "
+                             f"got {self.is_correct}")
+        if self.valid_n_samples is not None and self.valid_n_samples < 1:
+            raise ValueError(f"valid_n_samples must be >= 1 or null, got {self.valid_n_samples}")
+        return self
 
 class TrainingConfig(_Section):
     "Optimiser, schedule, batch geometry and logging cadence."
@@ -75,9 +87,10 @@ class TrainingConfig(_Section):
     mtp_loss: Literal["fused", "efficient", "naive"] = "fused"  # fused head projection + CE (wmtp_nb.loss) | efficient | naive
     log_every: int = 10
     save_every: int = 500
+    eval_every: int = 500  # optimiser steps between validation passes (and at the last step)
     progress: bool = True
 
-    @field_validator("batch_size", "grad_accum", "epochs", "log_every", "save_every")
+    @field_validator("batch_size", "grad_accum", "epochs", "log_every", "save_every", "eval_every")
     @classmethod
     def _positive(cls, v: int) -> int:
         if v < 1: raise ValueError(f"must be >= 1, got {v}")
@@ -85,24 +98,38 @@ class TrainingConfig(_Section):
 
 class WeightingConfig(_Section):
     "TD-error weights (verifiable) and the value loss (critic, verifiable); SPEC §6."
-    gamma: float = 0.99
+    gamma: float = 1.0  # 1: the critic estimates P(correct); < 1 mixes remaining length into the target
     lam: float = 0.95
     reward_correct: float = 1.0
     reward_incorrect: float = 0.0
     normalize: Literal["zscore", "minmax", "none"] = "zscore"
     running_stats: bool = True
+    stats_momentum: Optional[float] = 0.01  # EMA momentum of the running statistics per micro-batch; None: exact moments
     temperature: float = 1.0
     w_min: float = 0.1
     w_max: float = 5.0
     entropy_floor: float = 0.01
-    mode: Literal["softmax", "exp"] = "softmax"
+    mode: Literal["softmax", "exp", "batch_exp"] = "softmax"  # softmax = exp per sequence; batch_exp: batch-wide
+    sequence_weight: Literal["mean1", "outcome"] = "mean1"  # outcome: × the critic's P(correct) at the last state
     value_coef: float = 0.5
     value_clip_range: Optional[float] = 0.2
     loss_normalize: Literal["tokens", "weights", "selected"] = "tokens"
 
+    @field_validator("gamma", "lam")
+    @classmethod
+    def _unit(cls, v: float) -> float:
+        if not 0 <= v <= 1: raise ValueError(f"must be in [0, 1], got {v}")
+        return v
+
+    @field_validator("stats_momentum")
+    @classmethod
+    def _momentum(cls, v: float | None) -> float | None:
+        if v is not None and not 0 < v <= 1: raise ValueError(f"must be in (0, 1] or null, got {v}")
+        return v
+
 class CriticConfig(_Section):
-    "Stage-1 targets: the plain discounted return or the λ-return of the current (detached) values."
-    target: Literal["return", "lambda_return"] = "lambda_return"
+    "Stage-1 targets: the plain discounted return (with γ = 1: the outcome, so V estimates P(correct)) or the λ-return of the current (detached) values."
+    target: Literal["return", "lambda_return"] = "return"
 
 class Rho1Config(_Section):
     "Rho-1 selection (SPEC §6): top k_percent per head by excess loss; reference CE cached per dataset."
@@ -122,15 +149,16 @@ class RuntimeConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU and on CPUs with AMX/AVX512-BF16, else float32
     seed: int = 42  # each rank uses seed + rank
-    strategy: Literal["ddp", "fsdp"] = "ddp"
+    strategy: Literal["ddp", "fsdp"] = "fsdp"  # fsdp: params, grads and AdamW state sharded (one process: unsharded)
     tf32: bool = True
-    activation_checkpointing: bool = False
+    activation_checkpointing: bool = True  # recompute each block in backward (the 7B needs it at batch 4 × 2048)
     num_threads: Optional[int] = None
+    memory_check: bool = True  # CUDA: refuse to start when the memory plan exceeds the device's free memory
 
 class CheckpointConfig(_Section):
     "What is kept under runs/<run>/ and where it is copied."
     keep: int = 2  # step checkpoints kept besides last/ and best/
-    best_metric: str = "train/loss"
+    best_metric: str = "valid/ce"  # a valid/* metric selects best/ on held-out data (critic: valid/value_loss)
     best_mode: Literal["min", "max"] = "min"
     remote_url: Optional[str] = None  # any fsspec URL (s3://…); copied in the background
     resume: bool = True  # continue from runs/<run>/last/ when it exists
@@ -287,6 +315,11 @@ def flatten_config(cfg: Config | dict, prefix: str = "") -> dict[str, str]:
         if isinstance(v, dict) and v: out.update(flatten_config(v, f"{prefix}{k}."))
         else: out[f"{prefix}{k}"] = str(v)
     return out
+
+def data_condition(sampling: str, is_correct: bool | None) -> str:
+    "The data condition a run trains on, in words: `correct only`, `incorrect only`, `correct + incorrect` or `balanced 50:50`."
+    if sampling == "balanced": return "balanced 50:50"
+    return {True: "correct only", False: "incorrect only", None: "correct + incorrect"}[is_correct]
 
 def storage_root(cfg: Config) -> Path:
     "The storage directory of this config."

@@ -16,14 +16,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fastcore.script import call_parse
-from tqdm.auto import tqdm
 
 from .collate import alpaca_prompt
-from .files import (atomic_dir, atomic_write, atomic_write_json, check_sha256sums, project_root, sha256_file,
-                           storage_dir, write_sha256sums, JsonlReader)
+from .files import (atomic_dir, atomic_write, atomic_write_json, check_sha256sums, progress_bar, project_root,
+                           sha256_file, storage_dir, write_sha256sums, JsonlReader)
 from .sandbox import run_many
 from .sampling import build_column_cache, write_split_metadata
-from .tokenizer import humaneval_file, load_tokenizer, mbpp_dir
+from .tokenizer import encode_continuation, encode_prompt, humaneval_file, load_tokenizer, mbpp_dir
 
 # %% auto #0
 __all__ = ['SPLITS', 'MBPP_FILES', 'CODECONTESTS_SCHEMA', 'LANGUAGES', 'SPEC_DIFFICULTY', 'SPEC_SPLIT_SIZES',
@@ -71,7 +70,7 @@ def write_dataset(out_dir: str | Path, splits: Mapping[str, Iterable[dict]], inf
             jsonl = tmp / "processed" / f"{split}.jsonl"
             cor, dif, sources, has_tests, n = array("b"), array("h"), Counter(), 0, 0
             with atomic_write(jsonl) as f:
-                for rec in tqdm(records, desc=f"{out_dir.name}/{split}", disable=not progress, unit="rec"):
+                for rec in progress_bar(records, desc=f"{out_dir.name}/{split}", enabled=progress, unit="rec"):
                     check_record(rec, f"{out_dir.name}/{split} record {n}")
                     f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                     m = rec["metadata"]
@@ -191,7 +190,7 @@ def _token_counter(tokenizer, max_tokens: int | None):
     def count(prompt: str, output: str) -> int | None:
         if max_tokens is None or len(prompt.encode()) + len(output.encode()) + 4 <= max_tokens:
             return None
-        return len(tokenizer.encode(prompt, bos=True, eos=False)) + len(tokenizer.encode(output, bos=False, eos=True))
+        return len(encode_prompt(tokenizer, prompt)) + len(encode_continuation(tokenizer, output, eos=True))
     return count
 
 def codecontests_records(path: str | Path, tokenizer=None, languages: Sequence[int] = (3,), max_tokens: int | None = 2048,
@@ -334,7 +333,7 @@ def make_synthetic_codecontests(out_dir: str | Path, n_records: int = sum(SPEC_S
             n_cor = rng.binomial(per, p_correct)
             diff = rng.choice(levels, n_prob, p=probs / probs.sum())
             n_files = -(-n_prob // problems_per_file)
-            for fi in tqdm(range(n_files), desc=f"synthetic {split}", disable=not progress):
+            for fi in progress_bar(range(n_files), desc=f"synthetic {split}", enabled=progress, unit="file"):
                 rows = []
                 for p in range(fi * problems_per_file, min(n_prob, (fi + 1) * problems_per_file)):
                     sol = [(3, f"{codes[j]}\n# {split} {p} {i}") for i, j in enumerate(rng.integers(0, 500, per[p]))]
@@ -576,7 +575,7 @@ def build_mbpp_verifiable(out_dir: str | Path, src: str | Path | None = None, mu
 
 # %% ../nbs/07_datasets.ipynb #ef126bdb
 DATA_VERSION = 1
-EMBEDDED = ("mbpp", "humaneval", "mbpp-verifiable")
+EMBEDDED = ("mbpp", "humaneval", "mbpp-verifiable", "synthetic-verifiable")
 
 def _build_key(name: str, params: Mapping) -> dict:
     srcs = {"mbpp": [mbpp_dir() / f for f in MBPP_FILES.values()], "humaneval": [humaneval_file()]}
@@ -592,6 +591,10 @@ def prepare_data(root: str | Path | None = None, names: Sequence[str] = EMBEDDED
     for name in names:
         if name not in EMBEDDED:
             raise ValueError(f"unknown embedded dataset {name!r}; expected one of {EMBEDDED}")
+        if name == "synthetic-verifiable":  # generated tasks (nbs/16_synthetic.ipynb); idempotent on its own build key
+            from wmtp_nb.synthetic import ensure_synthetic
+            out[name] = ensure_synthetic(base / name, seed=seed, force=force, workers=workers, progress=progress)
+            continue
         params = {"mutants_per_task": mutants_per_task, "seed": seed} if name == "mbpp-verifiable" else {}
         key, d = _build_key(name, params), base / name
         info_file = d / "stats" / "info.json"
@@ -614,9 +617,9 @@ def prepare_data(root: str | Path | None = None, names: Sequence[str] = EMBEDDED
 @call_parse
 def prepare_data_cli(
     storage: str = None,  # storage root (default: $WMTP_STORAGE or <project>/storage)
-    only: str = None,  # comma-separated subset of mbpp,humaneval,mbpp-verifiable
+    only: str = None,  # comma-separated subset of mbpp,humaneval,mbpp-verifiable,synthetic-verifiable
     force: bool = False,  # rebuild even when up to date
     workers: int = 2,  # sandbox workers
 ):
-    "Build the embedded datasets (mbpp, humaneval, mbpp-verifiable) into storage/datasets_v2 (idempotent)."
+    "Build the embedded datasets (mbpp, humaneval, mbpp-verifiable, synthetic-verifiable) into storage/datasets_v2 (idempotent)."
     prepare_data(storage, only.split(",") if only else EMBEDDED, force, workers)

@@ -13,22 +13,22 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from fastcore.script import Param, anno_parser, call_parse, store_true
-from tqdm.auto import tqdm
 
-from .files import atomic_write_json, read_jsonl, runs_dir, sha256_file, write_jsonl
+from .files import atomic_write_json, progress_bar, read_jsonl, runs_dir, sha256_file, write_jsonl
 from .tokenizer import humaneval_file, mbpp_dir
 from .sandbox import run_many
 from .generate import ALPACA_STOP, HUMANEVAL_STOP, SamplingParams, extract_code, generate
 from .collate import alpaca_prompt
 from .datasets import mbpp_tests_prompt
+from .train import mlflow_experiment, tracking_uri
 
 # %% auto #0
 __all__ = ['PROMPT_CONVENTIONS', 'DATASETS', 'EXPERIMENT_STAGES', 'pass_at_k', 'per_task_pass_at_k', 'mean_pass_at_k',
            'bootstrap_ci', 'EvalTask', 'humaneval_tasks', 'mbpp_tasks', 'codecontests_tasks', 'load_codecontests',
-           'score_completions', 'build_report', 'write_eval', 'mlflow_tracking_uri', 'report_metrics',
-           'log_report_mlflow', 'load_policy', 'default_eval_dir', 'load_tasks', 'default_stop', 'select_tasks',
-           'evaluate', 'read_samples', 'score_samples', 'score_samples_cli', 'main', 'rho1_comparison', 'run_config',
-           'find_runs', 'read_run_metrics', 'metric_series', 'load_eval', 'paired_bootstrap_diff', 'heldout_batches',
+           'score_completions', 'build_report', 'write_eval', 'report_metrics', 'log_report_mlflow', 'load_policy',
+           'default_eval_dir', 'load_tasks', 'default_stop', 'select_tasks', 'evaluate', 'read_samples',
+           'score_samples', 'score_samples_cli', 'main', 'rho1_comparison', 'run_config', 'find_runs',
+           'read_run_metrics', 'metric_series', 'load_eval', 'paired_bootstrap_diff', 'heldout_batches',
            'critic_weight_samples']
 
 # %% ../nbs/15_evaluate.ipynb #981799eb
@@ -253,10 +253,6 @@ def write_eval(out_dir: str | Path, results: Sequence[dict], report: dict) -> Pa
     return atomic_write_json(out_dir / "report.json", report)
 
 # %% ../nbs/15_evaluate.ipynb #72903847
-def mlflow_tracking_uri() -> str:
-    "`$MLFLOW_TRACKING_URI`, else the project's local store `runs/mlruns`."
-    return os.environ.get("MLFLOW_TRACKING_URI") or (runs_dir() / "mlruns").resolve().as_uri()
-
 def report_metrics(report: dict) -> dict[str, float]:
     "Flat MLflow metric names of a report: `<dataset>/pass_at_<k>`, `..._ci_lo`, `..._ci_hi`, `<dataset>/exact_match`."
     ds = report["dataset"] if isinstance(report["dataset"], str) else "mixed"
@@ -268,26 +264,32 @@ def report_metrics(report: dict) -> dict[str, float]:
     m[f"{ds}/exact_match"] = report["exact_match"]
     return m
 
-def log_report_mlflow(report: dict, out_dir: str | Path | None = None, tracking_uri: str | None = None,
+def log_report_mlflow(report: dict, out_dir: str | Path | None = None, uri: str | None = None,
                       experiment: str = "evaluation", run_name: str | None = None) -> str:
-    "Log a report's metrics, its parameters and (if `out_dir`) its files as one MLflow run; returns the run id."
-    import mlflow
-    uri = tracking_uri or mlflow_tracking_uri()
-    if uri.startswith("file:"):  # the training runs' store is a local file store too (MLflow 3 asks for an opt-in)
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(experiment)
-    with mlflow.start_run(run_name=run_name or report.get("run") or report["dataset"]) as run:
-        mlflow.set_tags({"dataset": str(report["dataset"]), "prompt_convention": str(report.get("prompt_convention")),
-                         "model": str(report.get("model"))})
+    "Log a report's metrics, its parameters and (if `out_dir`) its files as one MLflow run in `uri` (default: `tracking_uri()`); returns the run id."
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking.context.registry import resolve_tags
+    uri = uri or tracking_uri()
+    experiment_id = mlflow_experiment(uri, experiment)  # first: it creates a fresh store under its lock
+    client = MlflowClient(uri)
+    tags = {"dataset": str(report["dataset"]), "prompt_convention": str(report.get("prompt_convention")),
+            "model": str(report.get("model"))}
+    run_id = client.create_run(experiment_id, run_name=run_name or report.get("run") or report["dataset"],
+                               tags=resolve_tags(tags)).info.run_id
+    try:
         params = {"n_tasks": report["n_tasks"], "seed": report.get("seed"), **(report.get("sampling") or {})}
-        mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in params.items()})
-        mlflow.log_metrics(report_metrics(report))
-        if out_dir is not None:
-            for f in ("report.json", "results.jsonl"):
-                if (Path(out_dir) / f).is_file():
-                    mlflow.log_artifact(str(Path(out_dir) / f))
-    return run.info.run_id
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in report_metrics(report).items()],
+                         params=[Param(k, json.dumps(v) if isinstance(v, (list, dict)) else str(v)) for k, v in params.items()])
+        for f in ("report.json", "results.jsonl"):
+            if out_dir is not None and (Path(out_dir) / f).is_file():
+                client.log_artifact(run_id, str(Path(out_dir) / f))
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id)
+    return run_id
 
 # %% ../nbs/15_evaluate.ipynb #48e1f5d2
 def load_policy(model_path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None):
@@ -349,8 +351,10 @@ def evaluate(model_path: str | Path, dataset: str = "humaneval", split: str = "t
              workers: int = 2, timeout: float = 3.0, ks: Sequence[int] = (1, 5, 10), out_dir: str | Path | None = None,
              speculative: bool = False, device: str = "cpu", log_mlflow: bool = True, run_name: str | None = None,
              codecontests_path: str | Path | None = None, progress: bool = True) -> dict:
-    "Generate `n` samples per task with the model at `model_path`, score them in the sandbox, write and return the report."
+    "Generate `n` samples per task with the model at `model_path` (a run dir: its validation-chosen best/, else last/), score them in the sandbox, write and return the report."
+    from wmtp_nb.train import resolve_checkpoint, run_data_condition
     t0 = time.time()
+    model_path = resolve_checkpoint(model_path)
     tasks = select_tasks(load_tasks(dataset, split, codecontests_path), limit, task_ids)
     torch.manual_seed(seed)
     model, tok = load_policy(model_path, device=device)
@@ -376,6 +380,7 @@ def evaluate(model_path: str | Path, dataset: str = "humaneval", split: str = "t
         "device": device, "torch": torch.__version__, "wmtp_nb": __version__, "python": platform.python_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "run": run_name or default_eval_dir(model_path, dataset).parent.parent.name,
+        "data_condition": run_data_condition(model_path),   # what the evaluated run trained on (None outside a run)
     }
     report = build_report(results, ks, meta, seed=seed)
     write_eval(out_dir, results, report)
@@ -465,7 +470,7 @@ def _parse_ks(ks: str | Sequence[int]) -> tuple[int, ...]:
 # %% ../nbs/15_evaluate.ipynb #eaf154ae
 @call_parse
 def main(
-    model_path: Param("checkpoint dir (runs/<run>/best) or storage model dir (storage/models_v2/<name>)", str),
+    model_path: Param("run dir (runs/<run>: best/ if chosen on validation, else last/), checkpoint dir or storage model dir", str),
     dataset: Param("humaneval, mbpp or codecontests", str) = "humaneval",
     split: Param("MBPP split (test, valid, train)", str) = "test",
     n: Param("samples per task", int) = 10,
@@ -501,7 +506,7 @@ def rho1_comparison(policy: torch.nn.Module, reference: torch.nn.Module, batches
     from wmtp_nb.weighting import per_token_ce, reference_ce_for_heads
     sums = None
     n_seq = n_batches = 0
-    for i, b in enumerate(tqdm(batches, desc="rho1 comparison", disable=not progress)):
+    for i, b in enumerate(progress_bar(batches, desc="rho1 comparison", enabled=progress, unit="batch")):
         if max_batches is not None and i >= max_batches:
             break
         for key in ("input_ids", "attention_mask", "labels"):
@@ -559,20 +564,23 @@ def find_runs(runs_root: str | Path | None = None, stages: Sequence[str] = tuple
     return {s: found[s][1] for s in stages if s in found}
 
 def read_run_metrics(run_dir: str | Path) -> list[dict]:
-    "Rows `{step, metric: value, …}` of a run: its `metrics.jsonl`, else its MLflow run's history (`mlflow_run_id`)."
+    "Rows `{step, metric: value, …}` of a run: its `metrics.jsonl`, else its MLflow run's history (`mlflow_run_id`, in the store training used)."
     d = Path(run_dir)
     if (d / "metrics.jsonl").is_file():
         return read_jsonl(d / "metrics.jsonl")
     if not (d / "mlflow_run_id").is_file():
         raise FileNotFoundError(f"{d}: neither metrics.jsonl nor mlflow_run_id")
     import mlflow
-    uri = mlflow_tracking_uri()
-    if uri.startswith("file:"):
-        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    client = mlflow.tracking.MlflowClient(uri)
+    cfg = run_config(d) if (d / "config.yaml").is_file() else {}
+    uri = tracking_uri((cfg.get("mlflow") or {}).get("tracking_uri"), d.parent)  # where training logged it
+    client = mlflow.MlflowClient(uri)
     run_id = (d / "mlflow_run_id").read_text().strip()
+    try:
+        keys = client.get_run(run_id).data.metrics
+    except mlflow.exceptions.MlflowException as e:
+        raise FileNotFoundError(f"{d}: no metrics.jsonl, and MLflow run {run_id} is not in {uri} ({e.message})") from None
     rows: dict[int, dict] = {}
-    for key in client.get_run(run_id).data.metrics:
+    for key in keys:
         for m in client.get_metric_history(run_id, key):
             rows.setdefault(m.step, {"step": m.step})[key] = m.value
     return [rows[s] for s in sorted(rows)]
@@ -610,21 +618,22 @@ def heldout_batches(tokenizer, records: Sequence[dict], batch_size: int = 8, max
 @torch.inference_mode()
 def critic_weight_samples(adapter: torch.nn.Module, batches: Iterable[dict], weighting: dict | None = None) -> dict[str, np.ndarray]:
     "Per-token TD errors, normalised advantages and weights of a policy with a value head on `batches` (valid tokens)."
-    from wmtp_nb.weighting import build_weights, compute_gae, normalize_advantages
+    from wmtp_nb.weighting import normalize_advantages, verifiable_weights
     if getattr(adapter, "value_head", None) is None:
         raise ValueError("critic_weight_samples: the model has no value head (load a critic or verifiable checkpoint)")
-    w = {"gamma": 0.99, "lam": 0.95, "normalize": "zscore", "temperature": 1.0, "w_min": 0.1, "w_max": 5.0,
+    w = {"gamma": 1.0, "lam": 0.95, "normalize": "zscore", "temperature": 1.0, "w_min": 0.1, "w_max": 5.0,
          "entropy_floor": 0.01, "mode": "softmax", "reward_correct": 1.0, "reward_incorrect": 0.0, **(weighting or {})}
     out: dict[str, list] = {"td_error": [], "advantage": [], "weight": [], "value": []}
     for b in batches:
-        mask = b["labels"] != -100  # [B, S] output tokens
         h = adapter.trunk_states(b["input_ids"], b["attention_mask"])
-        values = adapter.value_forward(h).float()  # [B, S]
+        values = adapter.value_forward(h).float()  # [B, S]: V_j from h_j
         rewards = torch.where(b["is_correct"].bool(), w["reward_correct"], w["reward_incorrect"]).float()  # [B]
-        deltas, adv, _ = compute_gae(values, rewards, mask, w["gamma"], w["lam"])
-        norm = normalize_advantages(adv, mask, w["normalize"])
-        wt = build_weights(norm, mask, w["temperature"], (w["w_min"], w["w_max"]), w["entropy_floor"], w["mode"])
-        for k, x in (("td_error", deltas), ("advantage", norm), ("weight", wt), ("value", values)):
+        # the training stage's pipeline: steps are the output states (SPEC §6), one weight per emitted token
+        tdw = verifiable_weights(values, rewards, b["labels"] != -100, 1, w["gamma"], w["lam"], w["normalize"],
+                                 temperature=w["temperature"], clip=(w["w_min"], w["w_max"]),
+                                 entropy_floor=w["entropy_floor"], mode=w["mode"])
+        mask, norm = tdw.state_mask, normalize_advantages(tdw.advantages, tdw.state_mask, w["normalize"])
+        for k, x in (("td_error", tdw.deltas), ("advantage", norm), ("weight", tdw.states), ("value", values)):
             out[k].append(x[mask].numpy())
     if not out["weight"]:
         raise ValueError("critic_weight_samples: no batches")

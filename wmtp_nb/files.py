@@ -5,14 +5,16 @@
 # %% ../nbs/00_files.ipynb #4b2e7f02
 from __future__ import annotations
 
-import contextlib, hashlib, json, os, shutil, tempfile
+import contextlib, hashlib, json, os, shutil, sys, tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+
+from tqdm import tqdm
 
 # %% auto #0
 __all__ = ['project_root', 'storage_dir', 'runs_dir', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_dir',
            'JsonlError', 'JsonlReader', 'read_jsonl', 'write_jsonl', 'sha256_file', 'write_sha256sums',
-           'check_sha256sums']
+           'check_sha256sums', 'progress_bar']
 
 # %% ../nbs/00_files.ipynb #5b12b466
 def project_root(start: str | Path | None = None) -> Path:
@@ -154,3 +156,26 @@ def check_sha256sums(root: str | Path) -> list[str]:
         if not f.is_file() or sha256_file(f) != digest:
             bad.append(rel)
     return bad
+
+# %% ../nbs/00_files.ipynb #9c3f5b18
+class _LogLines:
+    "tqdm's output in a log: each refresh (`\\r` + status) becomes one line on stderr; an unchanged count is not repeated."
+    def __init__(self): self.last = None
+    def write(self, s: str) -> None:
+        line = s.strip("\r\n").rstrip()
+        if line and line.split(" [")[0] != self.last:
+            sys.stderr.write(line + "\n")
+            self.last = line.split(" [")[0]
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+# %% ../nbs/00_files.ipynb #3f8a61d2
+def progress_bar(iterable: Iterable | None = None, total: int | None = None, desc: str = "", enabled: bool = True,
+                 every_s: float = 30.0, **kwargs) -> tqdm:
+    "A tqdm bar when stderr is a terminal, else a plain line every `every_s` seconds (and at the start and end); silent unless `enabled`."
+    if not enabled:
+        return tqdm(iterable, total=total, disable=True)
+    if sys.stderr.isatty():
+        return tqdm(iterable, total=total, desc=desc, **kwargs)
+    return tqdm(iterable, total=total, desc=desc, file=_LogLines(), mininterval=every_s, miniters=1,
+                bar_format="{desc}: {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]", **kwargs)

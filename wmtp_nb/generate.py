@@ -5,18 +5,19 @@
 # %% ../nbs/14_generate.ipynb #1ef8e90b
 from __future__ import annotations
 
-import ast, hashlib, re
+import ast, hashlib, re, textwrap, warnings
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+
+from .files import progress_bar
+from .tokenizer import decode_continuation, encode_prompt
 
 # %% auto #0
 __all__ = ['HUMANEVAL_STOP', 'ALPACA_STOP', 'SamplingParams', 'truncate_at_stop', 'extract_code', 'sample_rows', 'sample_next',
-           'as_transformer', 'sample_seed', 'generate_ids', 'SpeculativeStats', 'speculative_greedy_ids',
-           'decode_completion', 'generate']
+           'as_transformer', 'sample_seed', 'generate_ids', 'SpeculativeStats', 'speculative_greedy_ids', 'generate']
 
 # %% ../nbs/14_generate.ipynb #d7a731ff
 HUMANEVAL_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")  # Codex paper (Chen et al. 2021)
@@ -55,25 +56,40 @@ _CODE_START = re.compile(r"^(def |class |import |from |@|async def )")
 
 def _parses(src: str) -> bool:
     try:
-        ast.parse(src)
+        with warnings.catch_warnings():  # e.g. "invalid escape sequence" in the answer's strings: not ours to report
+            warnings.simplefilter("ignore")
+            ast.parse(src)
         return True
     except (SyntaxError, ValueError):
         return False
 
-def extract_code(text: str) -> str:
-    "The program in a model answer: the first (python) fenced block, else the answer without leading/trailing prose."
-    blocks = _FENCE.findall(text)
-    if blocks:
-        py = [b for lang, b in blocks if lang.lower() in ("python", "py", "python3")]
-        return (py or [b for _, b in blocks])[0].rstrip() + "\n"
-    if _parses(text):
-        return text
+def _longest_parsing(text: str) -> str | None:
+    "From the first line that opens code (else the first line), the longest run of lines that parses, or None."
     lines = text.splitlines()
     start = next((i for i, l in enumerate(lines) if _CODE_START.match(l)), 0)
     for end in range(len(lines), start, -1):  # longest parsing prefix: drops trailing prose
         chunk = "\n".join(lines[start:end])
         if chunk.strip() and _parses(chunk):
             return chunk + "\n"
+    return None
+
+def extract_code(text: str) -> str:
+    "The program in a model answer: the first (python) fenced block, else the answer without leading/trailing prose."
+    blocks = _FENCE.findall(text)
+    if blocks:
+        py = [b for lang, b in blocks if lang.lower() in ("python", "py", "python3")]
+        block = (py or [b for _, b in blocks])[0]
+        if not _parses(block) and _parses(textwrap.dedent(block)):  # an indented block inside the fence
+            block = textwrap.dedent(block)
+        return block.rstrip() + "\n"
+    if _parses(text):
+        return text
+    flat = textwrap.dedent(text)  # a uniformly indented answer: tried only when the text as written does not parse
+    if _parses(flat):
+        return flat
+    for src in (text, flat):
+        if (code := _longest_parsing(src)) is not None:
+            return code
     return text  # nothing parses: the sandbox reports the syntax error
 
 # %% ../nbs/14_generate.ipynb #33ea1653
@@ -243,12 +259,6 @@ def speculative_greedy_ids(model: torch.nn.Module, prompt: Sequence[int], max_ne
     return out, stats
 
 # %% ../nbs/14_generate.ipynb #77a371b6
-def decode_completion(tokenizer, prompt_ids: Sequence[int], gen_ids: Sequence[int]) -> str:
-    "Text of `gen_ids` as a continuation of `prompt_ids` (keeps the leading whitespace SentencePiece drops)."
-    head = tokenizer.decode(list(prompt_ids))
-    whole = tokenizer.decode(list(prompt_ids) + list(gen_ids))
-    return whole[len(head):] if whole.startswith(head) else tokenizer.decode(list(gen_ids))
-
 def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[str], params: SamplingParams, batch_size: int = 16,
              speculative: bool = False, progress: bool = False) -> list[list[str]]:
     "`params.n` completions for each prompt, cut at the stop sequences; list per prompt, in prompt order."
@@ -256,33 +266,33 @@ def generate(model: torch.nn.Module, tokenizer, prompts: Sequence[str], params: 
         raise ValueError("generate: self-speculative decoding is greedy; set temperature=0")
     if batch_size < 1:
         raise ValueError(f"generate: batch_size must be >= 1, got {batch_size}")
-    enc = [tokenizer.encode(p, bos=True, eos=False) for p in prompts]
+    enc = [encode_prompt(tokenizer, p) for p in prompts]
     n_draw = 1 if params.temperature == 0 else params.n
     jobs = sorted(((i, j) for i in range(len(prompts)) for j in range(n_draw)), key=lambda ij: (len(enc[ij[0]]), ij))
     texts: dict[tuple[int, int], str] = {}
     stop_len = max((len(s) for s in params.stop), default=0)
 
-    def stopped(prompt_ids, ids) -> bool:  # only the tail can hold a new stop sequence
+    def stopped(ids) -> bool:  # only the tail can hold a new stop sequence
         if not params.stop:
             return False
-        tail = decode_completion(tokenizer, prompt_ids, ids)[-(stop_len + 64):]
+        tail = decode_continuation(tokenizer, ids)[-(stop_len + 64):]
         return truncate_at_stop(tail, params.stop)[1]
 
-    bar = tqdm(total=len(jobs), desc="generate", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="generate", enabled=progress, unit="sample")
     for s in range(0, len(jobs), 1 if speculative else batch_size):
         chunk = jobs[s:s + (1 if speculative else batch_size)]
         if speculative:
             (i, j), = chunk
             ids, _ = speculative_greedy_ids(model, enc[i], params.max_new_tokens, tokenizer.eos_id,
-                                            should_stop=lambda out: stopped(enc[i], out))
+                                            should_stop=stopped)
             gen = [ids]
         else:
             gens = [torch.Generator().manual_seed(sample_seed(params.seed, prompts[i], j)) for i, j in chunk]
             gen = generate_ids(model, [enc[i] for i, _ in chunk], params.max_new_tokens, tokenizer.eos_id,
                                params.temperature, params.top_p, gens,
-                               should_stop=lambda r, out: stopped(enc[chunk[r][0]], out))
+                               should_stop=lambda r, out: stopped(out))
         for (i, j), ids in zip(chunk, gen):
-            texts[i, j] = truncate_at_stop(decode_completion(tokenizer, enc[i], ids), params.stop)[0]
+            texts[i, j] = truncate_at_stop(decode_continuation(tokenizer, ids), params.stop)[0]
         bar.update(len(chunk))
     bar.close()
     return [[texts[i, j if n_draw > 1 else 0] for j in range(params.n)] for i in range(len(prompts))]

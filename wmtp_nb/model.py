@@ -28,8 +28,18 @@ _ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16"
               torch.bool: "BOOL"}
 _ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
 
-def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+def _full_tensor(t: torch.Tensor) -> torch.Tensor:
+    "The whole tensor: a sharded DTensor is all-gathered (a collective: every rank must call), anything else is itself."
+    return t.full_tensor() if hasattr(t, "full_tensor") else t
+
+def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path | None, metadata: dict[str, str] | None = None,
+                     write: bool = True) -> Path | None:
     "Write `tensors` as a safetensors file, streaming one tensor at a time (peak extra RAM ≈ the largest tensor)."
+    # Sharded (FSDP) tensors are gathered one at a time as they are written; then every rank calls this in the same
+    # order and only the writer (`write=True`, rank 0) writes: the other ranks take part in the gathers and return None.
+    if not write:
+        for t in tensors.values(): _full_tensor(t)
+        return None
     path = Path(path)
     header, offset = {}, 0
     for name, t in tensors.items():
@@ -48,9 +58,10 @@ def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path, meta
         with os.fdopen(fd, "wb") as f:
             f.write(struct.pack("<Q", len(hb))); f.write(hb)
             for name, t in tensors.items():
-                t = t.detach().to("cpu").contiguous().reshape(-1)
+                t = _full_tensor(t.detach()).to("cpu").contiguous().reshape(-1)
                 if t.numel():
                     f.write(memoryview(t.view(torch.uint8).numpy()))
+                del t
             f.flush(); os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -361,8 +372,15 @@ class MetaLlamaMTPAdapter(nn.Module):
     forward = full_forward
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
-    def save_checkpoint(self, ckpt_dir: str | Path) -> Path:
+    def save_checkpoint(self, ckpt_dir: str | Path | None, write: bool = True) -> Path | None:
         "Write `policy.safetensors`, `value_head.safetensors` (if any), `adapter_config.json` and the tokenizer."
+        # FSDP: every rank calls this (each tensor is gathered in turn); only `write=True` (rank 0) writes files.
+        sharded = any(hasattr(p, "full_tensor") for p in self.parameters())
+        if not write:
+            if sharded:
+                save_safetensors(self.model.state_dict(), None, write=False)
+                if self.value_head is not None: save_safetensors(self.value_head.state_dict(), None, write=False)
+            return None
         d = Path(ckpt_dir)
         d.mkdir(parents=True, exist_ok=True)
         save_safetensors(self.model.state_dict(), d / "policy.safetensors", {"format": "pt", "layout": "meta"})

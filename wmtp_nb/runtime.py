@@ -17,9 +17,9 @@ from torch import nn
 
 # %% auto #0
 __all__ = ['DistInfo', 'resolve_device', 'init_distributed', 'shutdown_distributed', 'cpu_has_bf16_matmul', 'seed_everything',
-           'configure_backends', 'autocast_dtype', 'autocast', 'barrier', 'broadcast_object', 'all_gather_object',
-           'mean_across_ranks', 'sum_across_ranks', 'broadcast_parameters', 'sync_gradients', 'transformer_blocks',
-           'apply_activation_checkpointing', 'shard_model', 'set_gradient_sync']
+           'configure_backends', 'autocast_dtype', 'autocast', 'torchrun_args', 'barrier', 'broadcast_object',
+           'all_gather_object', 'mean_across_ranks', 'sum_across_ranks', 'broadcast_parameters', 'sync_gradients',
+           'transformer_blocks', 'apply_activation_checkpointing', 'shard_model', 'is_sharded', 'set_gradient_sync']
 
 # %% ../nbs/11_runtime.ipynb #f1b392c1
 @dataclass(frozen=True)
@@ -119,6 +119,22 @@ def autocast(device: torch.device, dtype: str = "auto") -> contextlib.AbstractCo
     d = autocast_dtype(device, dtype)
     return torch.autocast(device_type=device.type, dtype=d) if d is not None else contextlib.nullcontext()
 
+# %% ../nbs/11_runtime.ipynb #0ee28b0c
+def torchrun_args(nproc: int = 1, nnodes: int = 1, node_rank: int = 0, master_addr: str = "", master_port: int = 29500,
+                  rdzv_endpoint: str = "", run_id: str = "wmtp") -> list[str]:
+    "Arguments of `python -m torch.distributed.run` for `nproc` processes on each of `nnodes` machines."
+    if nproc < 1 or nnodes < 1: raise ValueError(f"nproc ({nproc}) and nnodes ({nnodes}) must be >= 1")
+    if not 0 <= node_rank < nnodes: raise ValueError(f"node_rank {node_rank} is not in [0, nnodes={nnodes})")
+    out = ["--nproc_per_node", str(nproc)]
+    if rdzv_endpoint:
+        return ["--nnodes", str(nnodes), "--rdzv_backend", "c10d", "--rdzv_endpoint", rdzv_endpoint,
+                "--rdzv_id", run_id, *out]
+    if nnodes == 1 and not master_addr: return ["--standalone", *out]
+    if not master_addr:
+        raise ValueError(f"nnodes={nnodes}: give rdzv_endpoint (host:port of one node) or master_addr (node 0's address)")
+    return ["--nnodes", str(nnodes), "--node_rank", str(node_rank), "--master_addr", master_addr,
+            "--master_port", str(master_port), *out]
+
 # %% ../nbs/11_runtime.ipynb #8d132f0a
 def _active() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -206,19 +222,26 @@ def apply_activation_checkpointing(adapter: nn.Module) -> int:
     _apply(adapter, checkpoint_wrapper_fn=checkpoint_wrapper, check_fn=lambda m: id(m) in blocks)
     return len(blocks)
 
-def shard_model(adapter: nn.Module, mixed_precision: bool = True, reshard_after_forward: bool = True) -> nn.Module:
-    "FSDP2 full sharding: one unit per transformer block, then embedding, norm + output, value head, root."
+def shard_model(adapter: nn.Module, param_dtype: torch.dtype | None = torch.bfloat16,
+                reshard_after_forward: bool = True) -> nn.Module:
+    "FSDP2 full sharding: one unit per transformer block, then embedding, norm + output, value head (float32), root."
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
     if not _active(): raise RuntimeError("FSDP needs a process group: launch with torchrun --nproc_per_node N (N > 1)")
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if mixed_precision else MixedPrecisionPolicy()
+    mp = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     kw = dict(mp_policy=mp, reshard_after_forward=reshard_after_forward)
     model = getattr(adapter, "model", adapter)
     for block in transformer_blocks(adapter): fully_shard(block, **kw)
     for name in ("tok_embeddings", "norm", "output"):
         if getattr(model, name, None) is not None: fully_shard(getattr(model, name), **kw)
-    if getattr(adapter, "value_head", None) is not None: fully_shard(adapter.value_head, **kw)
+    if getattr(adapter, "value_head", None) is not None:
+        fully_shard(adapter.value_head, mp_policy=MixedPrecisionPolicy(param_dtype=torch.float32, reduce_dtype=torch.float32),
+                    reshard_after_forward=reshard_after_forward)
     fully_shard(adapter, **kw)
     return adapter
+
+def is_sharded(module: nn.Module) -> bool:
+    "True when `module`'s parameters are DTensors (sharded by `shard_model`)."
+    return any(type(p).__name__ == "DTensor" for p in module.parameters())
 
 def set_gradient_sync(module: nn.Module, enabled: bool) -> None:
     "FSDP: reduce-scatter gradients on this backward (last micro-batch) or only accumulate (the others)."

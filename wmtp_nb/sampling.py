@@ -17,7 +17,7 @@ from .files import JsonlError, atomic_write, atomic_write_json
 # %% auto #0
 __all__ = ['DEFAULT_BUCKETS', 'DEFAULT_PHASES', 'write_split_metadata', 'read_split_metadata', 'line_offsets', 'RecordReader',
            'Metadata', 'build_column_cache', 'split_paths', 'load_metadata', 'sample_balanced', 'sample_curriculum',
-           'shard']
+           'shard', 'sample_all', 'draw_sample']
 
 # %% ../nbs/08_sampling.ipynb #e933ad31
 def write_split_metadata(path: str | Path, is_correct: Sequence[bool], difficulty: Sequence[int], stats: Mapping | None = None) -> Path:
@@ -227,10 +227,14 @@ def _choose(rng: np.random.Generator, pool: np.ndarray, k: int, replace: bool) -
 def _where(meta: Metadata) -> str:
     return str(meta.jsonl_path) if isinstance(meta, Metadata) else "the metadata"
 
-def sample_balanced(meta: Metadata, n_samples: int, seed: int, replace: bool = False) -> np.ndarray:
+def sample_balanced(meta: Metadata, n_samples: int, seed: int, replace: bool = False,
+                    is_correct: bool | None = None) -> np.ndarray:
     "Stage 1: indices of ⌈n/2⌉ correct and ⌊n/2⌋ incorrect records, shuffled. # [n_samples] int64"
     if n_samples < 0:
         raise ValueError(f"n_samples must be >= 0, got {n_samples}")
+    if is_correct is not None:
+        raise ValueError(f"balanced sampling draws correct and incorrect records 50:50, so it cannot keep only "
+                         f"is_correct={is_correct}; set data.is_correct to null or use another sampling")
     cor = np.asarray(meta.is_correct, dtype=bool)
     pos, neg = np.flatnonzero(cor), np.flatnonzero(~cor)
     n_pos, n_neg = n_samples - n_samples // 2, n_samples // 2
@@ -281,22 +285,38 @@ def _quotas(m: int, fracs: Sequence[float]) -> np.ndarray:
     return q
 
 # %% ../nbs/08_sampling.ipynb #052ae728
+def _bucket_stream(rng: np.random.Generator, records: np.ndarray, n_positions: int) -> np.ndarray:
+    "`n_positions` draws from `records` in passes: each pass a fresh permutation, so a record repeats only across passes."
+    if n_positions == 0:
+        return np.zeros(0, dtype=np.int64)
+    passes = -(-n_positions // len(records))
+    return np.concatenate([rng.permutation(records) for _ in range(passes)])[:n_positions].astype(np.int64)
+
 def sample_curriculum(meta: Metadata, n_samples: int, seed: int, phases: Sequence = DEFAULT_PHASES,
                       buckets: Mapping[str, tuple[int, int]] = DEFAULT_BUCKETS, replace: bool = False,
-                      is_correct: bool | None = None) -> np.ndarray:
-    "Stage 2: indices ordered by training progress; position i follows the bucket mix of the phase covering i/n. # [n_samples] int64"
+                      is_correct: bool | None = None, epochs: int = 1) -> np.ndarray:
+    "Stage 2: `n_samples` records laid out over `n_samples·epochs` positions ordered by training progress; position i follows the bucket mix of the phase covering i/(n·epochs). # [n_samples·epochs] int64"
     if n_samples < 0:
         raise ValueError(f"n_samples must be >= 0, got {n_samples}")
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
     phases = _check_curriculum(phases, buckets)
     names = list(buckets)
     dif = np.asarray(meta.difficulty)
     keep = np.ones(len(dif), bool) if is_correct is None else (np.asarray(meta.is_correct) == is_correct)
     pools = [np.flatnonzero(keep & (dif >= lo) & (dif <= hi)) for lo, hi in (buckets[b] for b in names)]
-    # phase p covers positions [ceil(start*n), ceil(end*n)); within it, exact quotas per bucket
-    bounds = [0] + [int(np.ceil(end * n_samples - 1e-9)) for end, _ in phases]
+    # phase p covers positions [ceil(start*P), ceil(end*P)) of the whole run (P = n·epochs); exact quotas per bucket
+    P = n_samples * epochs
+    bounds = [0] + [int(np.ceil(end * P - 1e-9)) for end, _ in phases]
     counts = np.stack([_quotas(b - a, [mix[k] for k in names]) for (a, b), (_, mix) in
                        zip(zip(bounds, bounds[1:]), phases)])  # [P, n_buckets]
-    need = counts.sum(0)
+    slots = counts.sum(0)                                  # positions of each bucket over the run
+    if epochs == 1:
+        need = slots
+    else:                                                  # distinct records per bucket: its share of n_samples
+        need = _quotas(n_samples, slots / max(P, 1))
+        for j in np.flatnonzero((slots > 0) & (need == 0)):  # a bucket with positions needs at least one record
+            need[np.argmax(need)] -= 1; need[j] = 1
     short = [(names[j], need[j], len(pools[j])) for j in range(len(names))
              if (need[j] > len(pools[j]) and not replace) or (need[j] and not len(pools[j]))]
     if short:
@@ -307,8 +327,10 @@ def sample_curriculum(meta: Metadata, n_samples: int, seed: int, phases: Sequenc
                          f"(bucket sizes: {sizes})" + ("" if replace else "; lower n_samples or pass replace=True"))
     rng = np.random.default_rng(seed)
     drawn = [_choose(rng, pool, int(k), replace) for pool, k in zip(pools, need)]
+    if epochs > 1:
+        drawn = [_bucket_stream(rng, d, int(m)) for d, m in zip(drawn, slots)]
     used = np.zeros(len(names), dtype=np.int64)
-    out = np.empty(n_samples, dtype=np.int64)
+    out = np.empty(P, dtype=np.int64)
     for (a, b), row in zip(zip(bounds, bounds[1:]), counts):
         labels = rng.permutation(np.repeat(np.arange(len(names)), row))  # bucket of each position in the phase
         for j in range(len(names)):
@@ -326,3 +348,26 @@ def shard(indices: np.ndarray, rank: int, world_size: int, drop_last: bool = Fal
     if drop_last:
         indices = indices[: len(indices) - len(indices) % world_size]
     return indices[rank::world_size]
+
+# %% ../nbs/08_sampling.ipynb #796d92c4
+def sample_all(meta: Metadata, n_samples: int | None = None, is_correct: bool | None = None) -> np.ndarray:
+    "The first `n_samples` records (all when None) whose outcome matches `is_correct` (any when None), in file order. # [≤ n] int64"
+    keep = np.ones(len(meta), bool) if is_correct is None else (np.asarray(meta.is_correct) == is_correct)
+    idx = np.flatnonzero(keep).astype(np.int64)
+    return idx if n_samples is None else idx[:n_samples]
+
+def draw_sample(meta: Metadata, sampling: str, n_samples: int | None, seed: int, is_correct: bool | None = None,
+                replace: bool = False, epochs: int = 1, curriculum: Mapping | None = None) -> np.ndarray:
+    "The whole run's record order: `balanced`, `curriculum` (spanning all epochs) or `all`, under the data condition `is_correct`. # [n·epochs] int64"
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    n = len(meta) if n_samples is None else n_samples
+    if sampling == "curriculum":
+        return sample_curriculum(meta, n, seed, replace=replace, is_correct=is_correct, epochs=epochs, **dict(curriculum or {}))
+    if sampling == "balanced":
+        sample = sample_balanced(meta, n, seed, replace=replace, is_correct=is_correct)
+    elif sampling == "all":
+        sample = sample_all(meta, n, is_correct)
+    else:
+        raise ValueError(f"sampling must be 'balanced', 'curriculum' or 'all', got {sampling!r}")
+    return np.tile(sample, epochs)

@@ -252,14 +252,23 @@ def verify_storage_cli(root: str = None):  # storage dir or models_v2 dir (defau
         sys.exit(1)
 
 @call_parse
-def inspect_model_cli(model_dir: str,  # storage model dir (Meta or Hugging Face layout)
+def inspect_model_cli(model_dir: str,  # storage model dir (Meta or Hugging Face layout) or a checkpoint (runs/<run>/best)
                       text: str = "def add(a, b):\n    return a + b\n"):  # code to score
-    "Load a storage model as a reference model; print its layout, size and next-token loss on `text`."
-    ref = ReferenceModel.from_pretrained(model_dir, device="auto")
+    "Load a storage model or a training checkpoint; print its layout, size and next-token (head 0) loss on `text`."
+    if (Path(model_dir) / "adapter_config.json").is_file():   # a training checkpoint, whatever strategy wrote it
+        ad = MetaLlamaMTPAdapter.from_pretrained(model_dir, device="auto")
+        ref = ReferenceModel(ad, "meta", ad.args, ad.tokenizer_path)
+        meta = Path(model_dir) / "meta.json"
+        step = json.loads(meta.read_text()).get("step") if meta.is_file() else None
+        kind = (f"checkpoint (step {step}, " if step is not None else "checkpoint (") + \
+               f"value head {ad.value_head.kind if ad.value_head is not None else 'none'})"
+    else:
+        ref = ReferenceModel.from_pretrained(model_dir, device="auto")
+        kind = f"layout {ref.layout}"
     tok = Tokenizer(ref.tokenizer_path)
     ids = torch.tensor([tok.encode(text, bos=True, eos=True)], device=next(ref.parameters()).device)
     logits = ref(ids)
     loss = torch.nn.functional.cross_entropy(logits[0, :-1].float(), ids[0, 1:]).item()
     n = sum(p.numel() for p in ref.parameters())
-    print(f"{model_dir}: layout {ref.layout}, {n / 1e6:.1f} M params, vocab {ref.vocab_size}, "
+    print(f"{model_dir}: {kind}, {n / 1e6:.1f} M params, vocab {ref.vocab_size}, "
           f"loss {loss:.3f} on {ids.shape[1]} tokens")

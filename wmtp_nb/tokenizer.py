@@ -16,7 +16,8 @@ from .files import atomic_write, project_root, sha256_file
 
 # %% auto #0
 __all__ = ['CORPUS_SOURCES', 'mbpp_dir', 'humaneval_file', 'chunk_lines', 'code_corpus', 'train_code_tokenizer', 'load_tokenizer',
-           'tokenizer_fingerprint']
+           'tokenizer_fingerprint', 'continuation_processor', 'encode_prompt', 'encode_continuation',
+           'decode_continuation']
 
 # %% ../nbs/01_tokenizer.ipynb #165f24c5
 def mbpp_dir() -> Path:
@@ -100,7 +101,7 @@ def code_corpus(sources: Sequence[str] = ("mbpp", "humaneval", "stdlib"), max_by
 def train_code_tokenizer(out_path: str | Path, vocab_size: int = 32000, seed: int = 0,
                          sources: Sequence[str] = ("mbpp", "humaneval", "stdlib"), max_bytes: int | None = None,
                          texts: Sequence[str] | None = None, character_coverage: float = 0.99995,
-                         num_threads: int = 2, verbose: bool = False) -> Path:
+                         num_threads: int = 2, verbose: bool = False, add_dummy_prefix: bool = True) -> Path:
     "Train a Llama-style SentencePiece BPE model on local code and write it to `out_path` (a `.model` file)."
     out_path = Path(out_path)
     if vocab_size < 300:
@@ -113,7 +114,7 @@ def train_code_tokenizer(out_path: str | Path, vocab_size: int = 32000, seed: in
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(corpus), model_writer=model, model_type="bpe", vocab_size=vocab_size,
         character_coverage=character_coverage, byte_fallback=True, split_digits=True, allow_whitespace_only_pieces=True,
-        remove_extra_whitespaces=False, normalization_rule_name="identity", add_dummy_prefix=True,
+        remove_extra_whitespaces=False, normalization_rule_name="identity", add_dummy_prefix=add_dummy_prefix,
         max_sentence_length=16384, max_sentencepiece_length=16, input_sentence_size=0, shuffle_input_sentence=False,
         unk_id=0, bos_id=1, eos_id=2, pad_id=-1, num_threads=num_threads, minloglevel=0 if verbose else 2)
     with atomic_write(out_path, "wb") as f:
@@ -135,3 +136,46 @@ def tokenizer_fingerprint(path: str | Path) -> str:
     if not p.is_file():
         raise FileNotFoundError(f"tokenizer model not found: {p}")
     return sha256_file(p)
+
+# %% ../nbs/01_tokenizer.ipynb #5da391ff
+_CONTINUATION: dict[int, tuple] = {}  # id(sp_model) -> (sp_model, its continuation processor)
+_NO_DUMMY_PREFIX = b"\x1a\x02\x18\x00"  # ModelProto field 3 (normalizer_spec) once more, holding add_dummy_prefix = false
+_PROBE = "  a  b\n\t c  \ufb01\uff11 \u00e9\r\n"  # whitespace runs, a ligature and a full-width digit: kept by `identity`
+
+def continuation_processor(tokenizer) -> spm.SentencePieceProcessor:
+    "`tokenizer`'s SentencePiece model without the dummy prefix (built once per model): what continuations use."
+    sp = tokenizer.sp_model
+    hit = _CONTINUATION.get(id(sp))
+    if hit is not None and hit[0] is sp:
+        return hit[1]
+    # protobuf merges a message field that occurs twice, so the appended normalizer_spec changes that one flag only
+    cont = spm.SentencePieceProcessor(model_proto=sp.serialized_model_proto() + _NO_DUMMY_PREFIX)
+    if (back := cont.decode(cont.encode(_PROBE))) != _PROBE:
+        raise ValueError(f"{getattr(tokenizer, 'model_path', 'tokenizer')}: the normalizer rewrites text ({_PROBE!r} "
+                         f"decodes as {back!r}), so code would not decode back exactly; expected normalization "
+                         "'identity' and remove_extra_whitespaces=False (as Llama-2's tokenizer)")
+    _CONTINUATION[id(sp)] = (sp, cont)
+    return cont
+
+# %% ../nbs/01_tokenizer.ipynb #ee3af995
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    "Ids of a prompt: BOS, then its pieces (with the dummy prefix: a prompt starts the document)."
+    if not isinstance(prompt, str):
+        raise TypeError(f"encode_prompt expects str, got {type(prompt).__name__}")
+    return tokenizer.encode(prompt, bos=True, eos=False)
+
+# %% ../nbs/01_tokenizer.ipynb #25a91b03
+def encode_continuation(tokenizer, text: str, eos: bool = False) -> list[int]:
+    "Ids of `text` as it follows a prompt (no dummy prefix), EOS last if `eos`; `decode_continuation` gives `text` back."
+    if not isinstance(text, str):
+        raise TypeError(f"encode_continuation expects str, got {type(text).__name__}")
+    if getattr(tokenizer, "sp_model", None) is None:  # not SentencePiece: nothing is added in front of a text
+        return tokenizer.encode(text, bos=False, eos=eos)
+    return continuation_processor(tokenizer).encode(text) + [tokenizer.eos_id] * eos
+
+# %% ../nbs/01_tokenizer.ipynb #cde9f657
+def decode_continuation(tokenizer, ids: Sequence[int]) -> str:
+    "The exact text of ids that follow a prompt: a leading space or newline is kept; BOS and EOS decode to nothing."
+    if getattr(tokenizer, "sp_model", None) is None:
+        return tokenizer.decode([int(i) for i in ids])
+    return continuation_processor(tokenizer).decode([int(i) for i in ids])

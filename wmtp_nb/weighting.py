@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -13,9 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['compute_gae', 'distributed_sum', 'RunningStats', 'normalize_advantages', 'normalized_entropy', 'build_weights',
-           'per_token_ce', 'align_to_heads', 'reference_ce_for_heads', 'per_token_kl', 'rho1_weights',
-           'mtp_weighted_loss', 'value_loss', 'gae_metrics', 'weight_metrics', 'rho1_metrics']
+__all__ = ['compute_gae', 'output_states', 'align_states_to_heads', 'critic_targets', 'distributed_sum', 'RunningStats',
+           'normalize_advantages', 'normalized_entropy', 'build_weights', 'last_state_value', 'outcome_scale',
+           'TDWeights', 'verifiable_weights', 'per_token_ce', 'align_to_heads', 'reference_ce_for_heads',
+           'per_token_kl', 'rho1_weights', 'mtp_weighted_loss', 'value_loss', 'gae_metrics', 'weight_metrics',
+           'rho1_metrics']
 
 # %% ../nbs/06_weighting.ipynb #560aa277
 def _check_shape(name: str, x: Tensor, shape: tuple, what: str) -> None:
@@ -72,11 +75,11 @@ def _linear_recurrence_reverse(x: Tensor,     # [B, S] float32
 
 # %% ../nbs/06_weighting.ipynb #f294a0fe
 @torch.no_grad()
-def compute_gae(values: Tensor,   # [B, S] value head output
-                rewards: Tensor,  # [B] (on the last valid token) or [B, S]
-                mask: Tensor,     # [B, S] output tokens
-                gamma: float = 0.99, lam: float = 0.95, block: int = 32) -> tuple[Tensor, Tensor, Tensor]:
-    "TD errors, GAE advantages and returns, all `[B, S]` float32 and 0 outside `mask`."
+def compute_gae(values: Tensor,   # [B, S] value head output (V_j read from h_j)
+                rewards: Tensor,  # [B] (on the last step) or [B, S]
+                mask: Tensor,     # [B, S] the steps: output_states(labels != -100)
+                gamma: float = 1.0, lam: float = 0.95, block: int = 32) -> tuple[Tensor, Tensor, Tensor]:
+    "TD errors, GAE advantages and returns over the steps in `mask`, all `[B, S]` float32 and 0 outside it."
     if values.dim() != 2:
         raise ValueError(f"values: expected shape [B, S], got {tuple(values.shape)}")
     B, S = values.shape
@@ -93,6 +96,40 @@ def compute_gae(values: Tensor,   # [B, S] value head output
     link = F.pad(m[:, 1:], (0, 1))                                # the chain continues into t+1 only if t+1 is valid
     adv = torch.where(m, _linear_recurrence_reverse(deltas, link, gamma * lam, block), 0.0)
     return deltas, adv, torch.where(m, adv + v, 0.0)
+
+# %% ../nbs/06_weighting.ipynb #2d10f46c
+def output_states(token_mask: Tensor) -> Tensor:
+    "The states that emit an output token, `[B, S]` bool: state j (prefix through x_j) when x_{j+1} is an output token."
+    if not isinstance(token_mask, Tensor) or token_mask.dim() != 2:
+        raise ValueError(f"token_mask: expected a [B, S] tensor (labels != -100), got "
+                         f"{tuple(token_mask.shape) if isinstance(token_mask, Tensor) else type(token_mask).__name__}")
+    m = token_mask if token_mask.dtype == torch.bool else token_mask != 0
+    return torch.cat([m[:, 1:], torch.zeros_like(m[:, :1])], 1)                  # state j ⇔ token j+1; the last position emits nothing
+
+# %% ../nbs/06_weighting.ipynb #eeffb935
+def align_states_to_heads(x: Tensor,  # [B, S] indexed by state j (the action emits x_{j+1})
+                          n_heads: int, fill: float | bool = 0) -> Tensor:
+    "Per-(position, head) layout `[B, S, H]` of a per-state tensor: `out[b, t, k] = x[b, t+k]` (head k at t predicts x_{t+k+1}, emitted in state t+k)."
+    if x.dim() != 2:
+        raise ValueError(f"x: expected shape [B, S], got {tuple(x.shape)}")
+    if n_heads < 1:
+        raise ValueError(f"n_heads must be >= 1, got {n_heads}")
+    S = x.shape[1]
+    padded = torch.cat([x, torch.full((x.shape[0], n_heads), fill, dtype=x.dtype, device=x.device)], 1)
+    return torch.stack([padded[:, k:k + S] for k in range(n_heads)], -1)
+
+# %% ../nbs/06_weighting.ipynb #0c4bddfc
+@torch.no_grad()
+def critic_targets(values: Tensor,   # [B, S] current values (used by lambda_return)
+                   rewards: Tensor,  # [B] outcome rewards (on the last state)
+                   state_mask: Tensor,  # [B, S] output_states(labels != -100)
+                   gamma: float = 1.0, lam: float = 0.95, target: str = "return") -> Tensor:
+    "The value head's regression targets `[B, S]` over the output states: the discounted `return` or the `lambda_return` of the detached values."
+    if target == "return":
+        return compute_gae(torch.zeros_like(values, dtype=torch.float32), rewards, state_mask, gamma, 1.0)[2]
+    if target == "lambda_return":
+        return compute_gae(values.detach(), rewards, state_mask, gamma, lam)[2]
+    raise ValueError(f"critic_targets: target must be 'return' or 'lambda_return', got {target!r}")
 
 # %% ../nbs/06_weighting.ipynb #b4f79724
 def distributed_sum(t: Tensor) -> Tensor:
@@ -167,15 +204,16 @@ class RunningStats:
 # %% ../nbs/06_weighting.ipynb #7373c4cd
 def normalize_advantages(adv: Tensor,  # [B, S]
                          mask: Tensor,  # [B, S]
-                         mode: str = "zscore", stats: RunningStats | None = None, eps: float = 1e-8) -> Tensor:
-    "Normalised advantages (`zscore`, `minmax` or `none`), 0 outside `mask`; `stats` (updated here) replaces batch z-score statistics."
+                         mode: str = "zscore", stats: RunningStats | None = None, eps: float = 1e-8,
+                         update_stats: bool = True) -> Tensor:
+    "Normalised advantages (`zscore`, `minmax` or `none`), 0 outside `mask`; `stats` (updated here unless `update_stats` is False) replaces batch z-score statistics."
     m = _as_mask("mask", mask, tuple(adv.shape), "like adv")
     a = adv.float()
     if mode == "none":
         return torch.where(m, a, 0.0)
     if mode == "zscore":
-        if stats is not None:
-            return torch.where(m, stats.update(a, m).normalize(a), 0.0)
+        if stats is not None and (update_stats or stats.count > 0):   # validation reads the statistics, never moves them
+            return torch.where(m, (stats.update(a, m) if update_stats else stats).normalize(a), 0.0)
         n = m.sum().clamp_min(1)
         mean = torch.where(m, a, 0.0).sum() / n
         var = torch.where(m, (a - mean) ** 2, 0.0).sum() / n
@@ -224,7 +262,7 @@ def build_weights(advantages: Tensor,  # [B, S] normalised advantages
                   temperature: float = 1.0, clip: tuple[float, float] | None = (0.1, 5.0),
                   entropy_floor: float = 0.01, mode: str = "softmax",
                   return_clipped: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-    "Token weights `[B, S]` float32 (mean 1 per sequence or batch, clipped, entropy floor); 0 outside `mask`."
+    "Token weights `[B, S]` float32 (mean 1 per sequence, or per batch for `batch_exp`, clipped, entropy floor); 0 outside `mask`."
     if advantages.dim() != 2:
         raise ValueError(f"advantages: expected shape [B, S], got {tuple(advantages.shape)}")
     m = _as_mask("mask", mask, tuple(advantages.shape), "[B, S] like advantages")
@@ -236,16 +274,16 @@ def build_weights(advantages: Tensor,  # [B, S] normalised advantages
         raise ValueError(f"build_weights: clip must be (w_min, w_max) with 0 <= w_min <= w_max, got {clip}")
     a = torch.where(m, advantages.double() / temperature, -math.inf)   # [B, S]
     n = m.sum(1, keepdim=True).double()                                 # [B, 1]
-    if mode == "softmax":
+    if mode in ("softmax", "exp"):                                      # exp renormalised per sequence = softmax·N
         top = a.amax(1, keepdim=True)
         e = torch.where(m, torch.exp(a - torch.where(torch.isfinite(top), top, 0.0)), 0.0)
         w = e / e.sum(1, keepdim=True).clamp_min(1e-300) * n
-    elif mode == "exp":
+    elif mode == "batch_exp":
         top = a.amax()
         e = torch.where(m, torch.exp(a - torch.where(torch.isfinite(top), top, 0.0)), 0.0)
         w = e * (n.sum() / e.sum().clamp_min(1e-300))
     else:
-        raise ValueError(f"build_weights: mode must be 'softmax' or 'exp', got {mode!r}")
+        raise ValueError(f"build_weights: mode must be 'softmax', 'exp' or 'batch_exp', got {mode!r}")
     clipped = torch.zeros_like(m)
     if clip is not None:
         clipped = m & ((w < clip[0]) | (w > clip[1]))
@@ -257,6 +295,60 @@ def build_weights(advantages: Tensor,  # [B, S] normalised advantages
         w = torch.where(m, (1 - alpha) * w + alpha * mean, 0.0)
     w = w.float()
     return (w, clipped) if return_clipped else w
+
+# %% ../nbs/06_weighting.ipynb #1222a9ce
+def last_state_value(values: Tensor,      # [B, S]
+                     state_mask: Tensor   # [B, S] output states
+                     ) -> Tensor:
+    "The value at each row's last output state (the step that emits EOS), `[B]` float32; 0 for a row without states."
+    m = _as_mask("state_mask", state_mask, tuple(values.shape), "[B, S] like values")
+    S = m.shape[1]
+    pos = torch.arange(S, device=m.device).expand_as(m)
+    last = torch.where(m, pos, -1).amax(1) if S else torch.full((m.shape[0],), -1, device=m.device)   # [B]
+    v = values.detach().float().gather(1, last.clamp_min(0)[:, None])[:, 0] if S else torch.zeros(m.shape[0], device=m.device)
+    return torch.where(last >= 0, v, 0.0)
+
+def outcome_scale(values: Tensor, state_mask: Tensor, reward_correct: float = 1.0, reward_incorrect: float = 0.0) -> Tensor:
+    "Per-sequence P(correct) estimated by the critic at the last output state, `[B]` in [0, 1] (0 for a row without states)."
+    if reward_correct == reward_incorrect:
+        raise ValueError(f"outcome_scale: reward_correct and reward_incorrect must differ, both are {reward_correct}")
+    p = (last_state_value(values, state_mask) - reward_incorrect) / (reward_correct - reward_incorrect)
+    return torch.where(state_mask.bool().any(1), p.clamp(0.0, 1.0), 0.0)
+
+# %% ../nbs/06_weighting.ipynb #96049d5e
+@dataclass
+class TDWeights:
+    "What `verifiable_weights` computed (all detached)."
+    heads: Tensor        # [B, S, H] weight of the term of head k at position t (target x_{t+k+1}); 0 without a target
+    states: Tensor       # [B, S] weight of the action of state j (emitting x_{j+1})
+    state_mask: Tensor   # [B, S] output states
+    deltas: Tensor       # [B, S] δ_j
+    advantages: Tensor   # [B, S] A_j
+    returns: Tensor      # [B, S] G_j = A_j + V_j
+    clipped: Tensor      # [B, S] states whose weight hit the clip range
+    scale: Tensor        # [B] per-sequence factor (1 for mean1, P(correct) for outcome)
+
+@torch.no_grad()
+def verifiable_weights(values: Tensor,      # [B, S] value head output, V_j from h_j
+                       rewards: Tensor,     # [B] outcome reward of each sequence
+                       token_mask: Tensor,  # [B, S] output tokens (labels != -100)
+                       n_heads: int, gamma: float = 1.0, lam: float = 0.95, normalize: str = "zscore",
+                       stats: RunningStats | None = None, update_stats: bool = True, temperature: float = 1.0,
+                       clip: tuple[float, float] | None = (0.1, 5.0), entropy_floor: float = 0.01, mode: str = "softmax",
+                       sequence_weight: str = "mean1", rewards_range: tuple[float, float] = (1.0, 0.0)) -> TDWeights:
+    "TD-error weights of the verifiable stage: GAE over the output states → normalised advantages → per-state weights → head k at t gets state t+k's weight."
+    states = output_states(_as_mask("token_mask", token_mask, tuple(values.shape), "[B, S] like values"))
+    deltas, adv, ret = compute_gae(values.detach(), rewards, states, gamma, lam)
+    norm = normalize_advantages(adv, states, normalize, stats=stats, update_stats=update_stats)
+    w, clipped = build_weights(norm, states, temperature, clip, entropy_floor, mode, return_clipped=True)
+    if sequence_weight == "outcome":
+        scale = outcome_scale(values, states, *rewards_range)
+    elif sequence_weight == "mean1":
+        scale = torch.ones(values.shape[0], device=values.device)
+    else:
+        raise ValueError(f"verifiable_weights: sequence_weight must be 'mean1' or 'outcome', got {sequence_weight!r}")
+    w = w * scale[:, None]
+    return TDWeights(align_states_to_heads(w, n_heads), w, states, deltas, adv, ret, clipped, scale)
 
 # %% ../nbs/06_weighting.ipynb #56084b82
 class _ChunkedCE(torch.autograd.Function):
@@ -413,8 +505,9 @@ def value_loss(values: Tensor,   # [B, S] current value predictions
                returns: Tensor,  # [B, S] GAE returns (targets)
                mask: Tensor,     # [B, S]
                old_values: Tensor | None = None,  # [B, S] predictions when the returns were computed
-               clip_range: float | None = 0.2) -> Tensor:
-    "Masked mean of (V − G)², or of PPO's max(unclipped, clipped) squared error when `old_values` is given."
+               clip_range: float | None = 0.2,
+               denominator: Tensor | float | None = None) -> Tensor:  # default: the valid count of this batch
+    "Σ over `mask` of (V − G)² (or PPO's max(unclipped, clipped) when `old_values` is given) / `denominator` (default: the mask's count)."
     shape = tuple(values.shape)
     _check_shape("returns", returns, shape, "like values")
     m = _as_mask("mask", mask, shape, "like values")
@@ -425,7 +518,8 @@ def value_loss(values: Tensor,   # [B, S] current value predictions
         old = old_values.detach().float()
         v_clip = old + (v - old).clamp(-clip_range, clip_range)
         err = torch.maximum(err, (v_clip - g_) ** 2)
-    return torch.where(m, err, 0.0).sum() / m.sum().clamp_min(1)
+    denom = m.sum().clamp_min(1) if denominator is None else denominator
+    return torch.where(m, err, 0.0).sum() / denom
 
 # %% ../nbs/06_weighting.ipynb #12dab3e8
 def _masked_moments(x: Tensor, m: Tensor) -> tuple[Tensor, Tensor]:
@@ -464,15 +558,14 @@ def rho1_metrics(policy_ce: Tensor, ref_ce: Tensor, mask: Tensor, weights: Tenso
                  kl: Tensor | None = None,       # [B, S] from per_token_kl (head 0)
                  kl_mask: Tensor | None = None   # [B, S]; default: head 0's valid positions
                  ) -> dict[str, float]:
-    "Selection ratio per head, mean signed excess loss over valid pairs, mean per-token KL(policy ‖ reference)."
+    "Selection ratio per head, mean signed excess loss over valid pairs, and the mean per-token KL(policy ‖ reference) when `kl` is given."
     m = _as_mask("mask", mask, tuple(policy_ce.shape), "[B, S, H] like policy_ce")
     H = m.shape[-1]
     sel = ((weights != 0) & m).flatten(0, 1).sum(0).double() / m.flatten(0, 1).sum(0).double()   # [H]
     exc, _ = _masked_moments(policy_ce.double() - ref_ce.double(), m)
-    if kl is None:
-        klm = torch.tensor(math.nan, dtype=torch.float64, device=exc.device)
-    else:
+    names = [f"rho1/selection_ratio/head_{k}" for k in range(H)] + ["rho1/excess_loss_mean"]
+    parts = [sel, exc[None]]
+    if kl is not None:
         km = m[..., 0] if kl_mask is None else _as_mask("kl_mask", kl_mask, tuple(kl.shape), "like kl")
-        klm, _ = _masked_moments(kl, km)
-    vals = torch.cat([sel, exc[None], klm[None]]).tolist()
-    return dict(zip([f"rho1/selection_ratio/head_{k}" for k in range(H)] + ["rho1/excess_loss_mean", "rho1/kl_policy_ref"], vals))
+        parts.append(_masked_moments(kl, km)[0][None].to(exc.device)); names.append("rho1/kl_policy_ref")
+    return dict(zip(names, torch.cat(parts).tolist()))
