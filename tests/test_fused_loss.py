@@ -98,3 +98,37 @@ def test_fused_under_fsdp2(tmp_path):
     r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert r.stdout.count("fused == efficient under FSDP2") == 2, r.stdout
+
+
+def _step(stage: str, loss: str, micro: int = 2):
+    "One optimiser step's metrics and gradients of `stage` with `training.mtp_loss=loss` (tests/_step_grads.py's tiny setup)."
+    from _step_grads import Reference, collate, records, tiny_adapter
+    from wmtp_nb.config import Config
+    from wmtp_nb.runtime import init_distributed
+    from wmtp_nb.train import STAGES, Rho1Stage, accumulate_gradients
+    info = init_distributed("cpu")
+    recs = records()
+    cfg = Config.model_validate({"runtime": {"device": "cpu", "dtype": "float32"},
+                                 "training": {"grad_accum": len(recs) // micro, "mtp_loss": loss}})
+    ad = tiny_adapter(value_head=STAGES[stage].needs_value_head)
+    st = Rho1Stage(cfg, ad, info, reference=Reference()) if stage == "rho1" else STAGES[stage](cfg, ad, info)
+    st.trainable()
+    m = accumulate_gradients(st, [collate(recs[i:i + micro]) for i in range(0, len(recs), micro)])
+    return m, {n: p.grad.clone() for n, p in ad.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("stage", ["baseline", "critic", "verifiable", "rho1"])
+def test_fused_equals_naive_in_micro_step(stage):
+    """`Stage.micro_step` with step-level counts and scale: the fused loss gives the naive all-heads pass's loss (1e-5, float32),
+    metrics and every gradient; the weights per token (verifiable z-scored TD weights, Rho-1 top-k) enter unchanged."""
+    torch.set_num_threads(1)
+    (ma, ga), (mb, gb) = _step(stage, "naive"), _step(stage, "fused")
+    assert set(ma) == set(mb) and set(ga) == set(gb) and ga
+    loss_keys = [k for k in ma if "loss" in k]
+    assert loss_keys, sorted(ma)
+    for k in ma:
+        assert mb[k] == pytest.approx(ma[k], rel=1e-5, abs=1e-5, nan_ok=True), (stage, k, ma[k], mb[k])
+    for n in ga:
+        assert torch.allclose(gb[n], ga[n], rtol=1e-5, atol=1e-6), (stage, n, (gb[n] - ga[n]).abs().max())
+    if stage != "critic":                      # the critic trains the value head only: no MTP loss there
+        assert ga["model.output.weight"].abs().sum() > 0
