@@ -209,12 +209,12 @@ def linear_cross_entropy(x: Tensor,        # [..., D] hidden states
 # %% ../nbs/18_loss.ipynb #3e732020
 def _liger_linear_ce() -> Callable | None:
     "liger-kernel's fused linear cross-entropy (the `gpu` extra, ≥ 0.8.5 for a correct `reduction='none'` backward), or None."
+    from importlib.metadata import PackageNotFoundError, version
     try:
-        from importlib.metadata import version
         from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
-    except ImportError:
+        release = tuple(int(n) for n in version("liger-kernel").split(".")[:3] if n.isdigit())
+    except (ImportError, PackageNotFoundError):                               # not installed (CPU machines, default install)
         return None
-    release = tuple(int(n) for n in version("liger-kernel").split(".")[:3] if n.isdigit())
     return liger_fused_linear_cross_entropy if release >= (0, 8, 5) else None
 
 # %% ../nbs/18_loss.ipynb #8c8ab3e4
