@@ -104,7 +104,7 @@ class TrainingConfig(_Section):
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = Field(1e-8, gt=0)
     max_grad_norm: Optional[float] = Field(1.0, gt=0)  # None: no clipping
-    mtp_loss: Literal["efficient", "naive"] = "efficient"
+    mtp_loss: Literal["fused", "efficient", "naive"] = "fused"  # fused head projection + CE (wmtp_nb.loss) | efficient | naive
     log_every: int = Field(10, ge=1)
     save_every: int = Field(500, ge=1)
     eval_every: int = Field(500, ge=1)  # optimiser steps between validation passes (and at the last step)
@@ -174,7 +174,7 @@ class Rho1Config(_Section):
 class RuntimeConfig(_Section):
     "Device, precision, seed and parallelism."
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU, float32 on CPU
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU and on CPUs with AMX/AVX512-BF16, else float32
     seed: int = Field(42, ge=0)  # each rank uses seed + rank
     strategy: Literal["ddp", "fsdp"] = "fsdp"  # fsdp: params, grads and AdamW state sharded (one process: unsharded)
     tf32: bool = True

@@ -31,15 +31,20 @@ from .weighting import (RunningStats, align_to_heads, compute_gae, critic_target
                                value_loss, verifiable_weights, weight_metrics, mtp_weighted_loss)
 
 # %% auto #0
-__all__ = ['PreHeads', 'HeadWeights', 'TRUNCATED_WARN_SHARE', 'VALID_SEED', 'PROMPT_PROBES', 'COUNTS', 'ADDITIVE', 'STAGES',
-           'MTPPass', 'loss_denominator', 'naive_mtp_loss', 'efficient_mtp_loss', 'lr_factor', 'make_optimizer',
-           'scan_records', 'check_truncation', 'MicroBatches', 'ValidationSet', 'tokenizer_identity', 'weights_sha256',
-           'reference_weights_sha256', 'prompt_identity', 'reference_token_ce', 'ReferenceCECache', 'rho1_keep_counts',
-           'batch_counts', 'Stage', 'CriticStage', 'VerifiableStage', 'Rho1Stage', 'step_counts',
+__all__ = ['PreHeads', 'HeadWeights', 'MTP_LOSSES', 'TRUNCATED_WARN_SHARE', 'VALID_SEED', 'PROMPT_PROBES', 'COUNTS', 'ADDITIVE',
+           'STAGES', 'MTPPass', 'loss_denominator', 'naive_mtp_loss', 'efficient_mtp_loss', 'lr_factor', 'fast_adamw',
+           'make_optimizer', 'scan_records', 'check_truncation', 'MicroBatches', 'ValidationSet', 'tokenizer_identity',
+           'weights_sha256', 'reference_weights_sha256', 'prompt_identity', 'reference_token_ce', 'ReferenceCECache',
+           'rho1_keep_counts', 'batch_counts', 'Stage', 'CriticStage', 'VerifiableStage', 'Rho1Stage', 'step_counts',
            'accumulate_gradients', 'reduce_step_metrics', 'valid_metrics', 'validate', 'tracking_uri',
            'mlflow_experiment', 'RunLogger', 'chosen_on_validation', 'resolve_checkpoint', 'run_data_condition',
            'resolve_init', 'build_adapter', 'build_rho1', 'param_fingerprint', 'check_ranks_agree', 'lock_run',
            'RunOutcome', 'default_run_name', 'train', 'main']
+
+# %% ../nbs/13_train.ipynb #a620ce24
+from functools import partial
+
+from .loss import head_cross_entropy
 
 # %% ../nbs/13_train.ipynb #1e14bf33
 @dataclass
@@ -94,14 +99,14 @@ def naive_mtp_loss(adapter: nn.Module, input_ids: torch.Tensor, targets: torch.T
 
 def efficient_mtp_loss(adapter: nn.Module, input_ids: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None,
                        normalize: str = "tokens", head_weights: HeadWeights | None = None, denominator: torch.Tensor | None = None,
-                       pre_heads: PreHeads | None = None, scale: float = 1.0, backward: bool = True) -> MTPPass:
-    "Trunk once; each head forward + backward in turn (its logits freed); one backward through the trunk."
+                       pre_heads: PreHeads | None = None, scale: float = 1.0, backward: bool = True, fused: bool = False) -> MTPPass:
+    "Trunk once; each head forward + backward in turn (its logits freed, or never built when `fused`); one backward through the trunk."
     H = adapter.n_future_tokens
     mask = targets != -100                                                      # [B, S, H]
     if not backward and torch.is_grad_enabled():  # evaluation: the same one-head-at-a-time pass, without a graph
         with torch.no_grad():
             return efficient_mtp_loss(adapter, input_ids, targets, weights, normalize, head_weights, denominator,
-                                      pre_heads, scale, backward=False)
+                                      pre_heads, scale, backward=False, fused=fused)
     h = adapter.trunk_states(input_ids)                                         # [B, S, D], graph through the trunk
     h_d = h.detach().requires_grad_(backward)                                       # heads' input; gradient collects here
     extra_loss, pre_w, extra = pre_heads(h_d) if pre_heads is not None else (None, None, {})
@@ -113,14 +118,20 @@ def efficient_mtp_loss(adapter: nn.Module, input_ids: torch.Tensor, targets: tor
     if extra_loss is not None and backward: (extra_loss * scale).backward()
     ces, ws, wce = [], [], torch.zeros((), device=h.device)
     for k in range(H):
-        logits = adapter.head_forward(h_d, k)                                   # [B, S, V]: the only logits alive
-        ce_k = per_token_ce(logits, targets[..., k])                            # [B, S] float32
-        del logits
-        w_k = head_weights(k, ce_k.detach()).float() if head_weights is not None else (w[..., k] if w is not None else None)
-        m_k = mask[..., k]
-        term = torch.where(m_k, ce_k, 0.0)
-        if w_k is not None: term = term * torch.where(m_k, w_k.detach(), 0.0)
-        loss_k = term.sum() / denom
+        if fused:                                                               # projection + CE in row chunks: no logits
+            weigh = (lambda ce, k=k: head_weights(k, ce).float()) if head_weights is not None else None
+            wsum, ce_k, w_k = head_cross_entropy(adapter.model.output, adapter.head_states(h_d, k), targets[..., k],
+                                                 w[..., k] if w is not None and head_weights is None else None, weigh)
+            loss_k = wsum / denom
+        else:
+            logits = adapter.head_forward(h_d, k)                               # [B, S, V]: the only logits alive
+            ce_k = per_token_ce(logits, targets[..., k])                        # [B, S] float32
+            del logits
+            w_k = head_weights(k, ce_k.detach()).float() if head_weights is not None else (w[..., k] if w is not None else None)
+            m_k = mask[..., k]
+            term = torch.where(m_k, ce_k, 0.0)
+            if w_k is not None: term = term * torch.where(m_k, w_k.detach(), 0.0)
+            loss_k = term.sum() / denom
         if backward: (loss_k * scale).backward()                               # head k's graph (and logits) freed here
         wce = wce + loss_k.detach()
         ces.append(ce_k.detach()); ws.append(torch.ones_like(ce_k) if w_k is None else w_k.detach())
@@ -128,6 +139,13 @@ def efficient_mtp_loss(adapter: nn.Module, input_ids: torch.Tensor, targets: tor
         h.backward(h_d.grad)                                                    # one pass through the trunk
     loss = wce + (extra_loss.detach() if extra_loss is not None else 0.0)
     return MTPPass(loss, wce, torch.stack(ces, -1), torch.stack(ws, -1), mask, extra)
+
+# %% ../nbs/13_train.ipynb #08f97aac
+MTP_LOSSES: dict[str, Callable[..., MTPPass]] = {
+    "fused": partial(efficient_mtp_loss, fused=True),
+    "efficient": efficient_mtp_loss,
+    "naive": naive_mtp_loss,
+}
 
 # %% ../nbs/13_train.ipynb #048cce09
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
@@ -137,11 +155,16 @@ def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
     progress = min(1.0, (step - warmup) / span)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
+def fast_adamw(params: list[nn.Parameter], **kwargs) -> torch.optim.AdamW:
+    "torch's AdamW in its fastest form: one fused kernel for real floating-point parameters on CUDA or CPU, else multi-tensor ops."
+    fused = all(p.is_floating_point() and p.device.type in ("cuda", "cpu") for p in params)
+    return torch.optim.AdamW(params, **({"fused": True} if fused else {"foreach": True}), **kwargs)
+
 def make_optimizer(params: list[nn.Parameter], cfg: Config, total_steps: int):
-    "AdamW over `params` and its warmup + cosine `LambdaLR`."
+    "AdamW (`fast_adamw`) over `params` and its warmup + cosine `LambdaLR`."
     t = cfg.training
     if not params: raise ValueError("no trainable parameters (check the stage and the model's value head)")
-    opt = torch.optim.AdamW(params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay)
+    opt = fast_adamw(params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay)
     sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t.warmup_steps, total_steps, t.min_lr_ratio))
     return opt, sch
 
@@ -412,7 +435,7 @@ class Stage:
     def __init__(self, cfg: Config, adapter: nn.Module, info: DistInfo):
         self.cfg, self.adapter, self.info = cfg, adapter, info
         self.H = adapter.n_future_tokens
-        self.loss_fn = efficient_mtp_loss if cfg.training.mtp_loss == "efficient" else naive_mtp_loss
+        self.loss_fn = MTP_LOSSES[cfg.training.mtp_loss]
 
     def trainable(self) -> list[nn.Parameter]:
         "Parameters this stage optimises."
