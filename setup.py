@@ -8,6 +8,7 @@ cfg = cfg["DEFAULT"]
 
 requirements = cfg.get("requirements", "").split()
 dev_requirements = cfg.get("dev_requirements", "").split()
+gpu_requirements = cfg.get("gpu_requirements", "").split()  # optional: pip install -e ".[gpu]"
 console_scripts = [s.strip() for s in cfg.get("console_scripts", "").split("\n") if s.strip()]
 
 setuptools.setup(
@@ -22,7 +23,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["wmtp_nb", "wmtp_nb.*", "vendor", "vendor.*"]),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={"dev": dev_requirements},
+    extras_require={"dev": dev_requirements, "gpu": gpu_requirements},
     entry_points={"console_scripts": console_scripts, "nbdev": [f"{cfg['lib_name']}={cfg['lib_name']}._modidx:d"]},
     zip_safe=False,
 )

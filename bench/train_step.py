@@ -1,66 +1,218 @@
-"""One MTP training step (forward, backward, AdamW): the naive all-heads loss (logits [B, S, H, V] materialised, as the
-seed project did) against wmtp_nb's memory-efficient loss (one head's logits at a time), each in a fresh process.
+"""One MTP training step (forward, backward, AdamW) of the micro config, implementation by implementation: peak RSS
+with each mode in a fresh process, time with all modes in one process, steps alternated, ratios within one run.
 
-    .venv/bin/python bench/train_step.py                 # micro config: dim 512, 4 trunk + 4 head blocks, vocab 32000
-    .venv/bin/python bench/train_step.py --steps 3 --batch 4 --seq 512
+    .venv/bin/python bench/train_step.py                      # dim 512, 4 trunk + 4 head blocks, vocab 32000, 4 x 512
+    .venv/bin/python bench/train_step.py --rounds 3 --modes fused-fp32,naive-fp32
 
-Prints ms per step and peak RSS per mode, and the ratios ours / naive (target: memory <= 0.6x, time <= 1x).
+Modes (loss implementation, optimiser, dtype):
+  naive-fp32            all heads' logits [B, S, H, V] at once (`naive_mtp_loss`), torch's default AdamW   (reference)
+  efficient-fp32        main before issue 16: one head's logits at a time, torch's default AdamW           (before)
+  fused-fp32            `training.mtp_loss: fused` (wmtp_nb.loss), fused AdamW                              (after)
+  fused-recompute-fp32  the same through the weights-after-CE path (the backward recomputes the logits): the
+                        measured reason why known weights take the gradients-in-forward path in float32
+  fused-bf16            fused + `runtime.dtype: bfloat16` (CPU autocast; AMX here)                          (after)
+  rho1-efficient-fp32   Rho-1 step, reference CE cached (a tensor), main's loss and AdamW                  (before)
+  rho1-fused-fp32, rho1-fused-bf16                                                                          (after)
+Before issue 16, `runtime.dtype: bfloat16` was ignored on CPU: main's bf16 step is its fp32 step.
+
+Per mode: seconds per step (best of the rounds: the machine is shared, the best is the least disturbed; the median in
+brackets), tokens/s (B*S per step), achieved GFLOP/s (model FLOPs of the step: 6 x matmul params x tokens plus
+attention, all tokens counted whether or not an implementation skips masked rows) against the GEMM-only roofline of
+the same FLOPs at the GEMM rates measured in the same process between the rounds (one product per shape of the step,
+in the step's dtype, best rate), peak RSS of the fresh process and its rise above the RSS before the first step.
+Targets (issue 16): fused-fp32 <= 0.6x naive time and <= 0.3x its peak memory; fused-bf16 <= 0.3x naive fp32 time;
+rho1-fused within 1.1x the fused baseline step of the same dtype.
 """
-import argparse, json, resource, subprocess, sys, time
+import argparse, contextlib, json, os, resource, subprocess, sys, time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MODES = ["naive-fp32", "efficient-fp32", "fused-fp32", "fused-recompute-fp32", "fused-bf16",
+         "rho1-efficient-fp32", "rho1-fused-fp32", "rho1-fused-bf16"]
 
 
-def one_mode(mode: str, a) -> dict:
+def rss_mb() -> float:
+    "Current resident set size (MB)."
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"): return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def step_gemms(a) -> list[tuple[int, int, int, int, int]]:
+    "(count, batch, M, K, N) of the forward matrix products of one step; backward doubles them (same shapes, transposed)."
+    from vendor.meta_llama.model import ffn_hidden_dim
+    T, D, F, V, hd = a.batch * a.seq, a.dim, ffn_hidden_dim(a.dim, 256, None), a.vocab, a.dim // a.n_heads
+    blocks = a.trunk + a.heads
+    return [(4 * blocks, 1, T, D, D), (2 * blocks, 1, T, D, F), (blocks, 1, T, F, D), (a.heads, 1, T, D, V),
+            (2 * blocks, a.batch * a.n_heads, a.seq, hd, a.seq)]               # attention: QKᵀ and AV, every head
+
+
+def gemm_roofline_s(a, dtype) -> tuple[float, float]:
+    "(model GFLOP of one step, seconds the step's GEMMs take at the GEMM rates measured now in `dtype`)."
+    import torch
+    flops, secs = 0.0, 0.0
+    for count, batch, M, K, N in step_gemms(a):
+        x, w = torch.randn(batch, M, K, dtype=dtype), torch.randn(batch, K, N, dtype=dtype)
+        x @ w
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter(); x @ w; best = min(best, time.perf_counter() - t0)
+        f = 3 * count * 2.0 * batch * M * K * N                                # forward + backward (2x)
+        flops += f; secs += f / (2.0 * batch * M * K * N / best)
+    return flops / 1e9, secs
+
+
+def setup(a):
+    "The micro model, one batch with targets for every head (a prompt quarter without targets), a cached reference CE."
     import torch
     from vendor.meta_llama.model import ModelArgs, Transformer
     from wmtp_nb.model import MetaLlamaMTPAdapter
-    from wmtp_nb.train import efficient_mtp_loss, naive_mtp_loss
+    from wmtp_nb.weighting import align_to_heads
+    torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    if a.threads: torch.set_num_threads(a.threads)
     args = ModelArgs.from_params(dict(dim=a.dim, n_layers=a.trunk + a.heads, n_heads=a.n_heads, vocab_size=a.vocab,
                                       multiple_of=256, norm_eps=1e-5, n_future_tokens=a.heads))
     ad = MetaLlamaMTPAdapter(Transformer(args).init_weights(seed=0))
-    opt = torch.optim.AdamW(ad.parameters(), lr=1e-4)
-    ids = torch.randint(3, a.vocab, (a.batch, a.seq))
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(3, a.vocab, (a.batch, a.seq), generator=g)
     labels = ids.clone(); labels[:, : a.seq // 4] = -100
     tg = torch.full((a.batch, a.seq, a.heads), -100)
     for k in range(a.heads): tg[:, : a.seq - k - 1, k] = labels[:, k + 1:]
-    fn = naive_mtp_loss if mode == "naive" else efficient_mtp_loss
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    times, losses = [], []
-    for i in range(a.steps + 1):  # the first step warms up (allocator, optimiser state)
-        t0 = time.perf_counter()
-        p = fn(ad, ids, tg)
+    ref = align_to_heads((torch.randn(a.batch, a.seq, generator=g).abs() + 1.5) * (labels != -100), a.heads)
+    return ad, ids, tg, ref
+
+
+def make_step(mode: str, ad, ids, tg, ref, optimizers: dict):
+    "One optimiser step of `mode` as a function returning the loss (Rho1Stage.micro_step's arguments for rho1 modes)."
+    import torch
+    from wmtp_nb.train import MTP_LOSSES, fast_adamw, rho1_keep_counts
+    from wmtp_nb.weighting import rho1_weights
+    rho1, impl, dt = mode.startswith("rho1-"), mode.removeprefix("rho1-").rsplit("-", 1)[0], mode.rsplit("-", 1)[1]
+    kw = {}
+    if impl == "fused-recompute": kw["head_weights"] = lambda k, ce: torch.ones_like(ce)   # weights "after" the CE
+    if rho1:
+        mask = tg != -100
+        kw = dict(head_weights=lambda k, ce: rho1_weights(ce[..., None], ref[..., k:k + 1], mask[..., k:k + 1], 0.6, "signed")[..., 0],
+                  denominator=rho1_keep_counts(mask, 0.6).sum().float().clamp_min(1), normalize="selected")
+    fn = MTP_LOSSES["fused" if impl.startswith("fused") else impl]
+    kind = "fused" if impl.startswith("fused") else "default"                  # before issue 16: torch's default AdamW
+    if kind not in optimizers:
+        params = list(ad.parameters())
+        optimizers[kind] = fast_adamw(params, lr=1e-4) if kind == "fused" else torch.optim.AdamW(params, lr=1e-4)
+    opt = optimizers[kind]
+    ctx = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dt == "bf16" else contextlib.nullcontext
+
+    def step() -> float:
+        with ctx(): p = fn(ad, ids, tg, **kw)
         opt.step(); opt.zero_grad(set_to_none=True)
-        if i: times.append(time.perf_counter() - t0)
-        losses.append(p.loss.item())
-    return {"mode": mode, "ms_per_step": 1000 * sum(times) / len(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_before_steps_mb": rss_before, "first_loss": losses[0], "n_params_m": sum(p.numel() for p in ad.parameters()) / 1e6}
+        return p.loss.item()
+    return step
+
+
+def memory_of(mode: str, a) -> dict:
+    "In a fresh process: RSS before the first step, peak RSS over a warm-up step and one more step, the first loss."
+    ad, ids, tg, ref = setup(a)
+    step = make_step(mode, ad, ids, tg, ref, {})
+    before = rss_mb()
+    first = step(); step()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"mode": mode, "peak_rss_mb": peak, "step_rss_mb": peak - before, "first_loss": first}
+
+
+def timings(modes: list[str], a) -> dict[str, dict]:
+    "In one process: a warm-up step of every mode, then `rounds` rounds of one step per mode (the order rotated each"
+    " round), GEMM rates measured between rounds; best and median seconds per mode."
+    import torch
+    ad, ids, tg, ref = setup(a)
+    optimizers: dict = {}
+    steps = {m: make_step(m, ad, ids, tg, ref, optimizers) for m in modes}
+    for m in modes: steps[m]()
+    times, cpu = {m: [] for m in modes}, {m: [] for m in modes}
+    roof = {"fp32": (0.0, float("inf")), "bf16": (0.0, float("inf"))}
+    for i in range(a.rounds):
+        for dt, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+            gflop, secs = gemm_roofline_s(a, dtype)
+            roof[dt] = (gflop, min(roof[dt][1], secs))
+        shift = i * len(modes) // a.rounds                                    # rotate: each mode's steps spread out
+        for m in modes[shift:] + modes[:shift]:
+            t0, c0 = time.perf_counter(), time.process_time()
+            steps[m]()
+            times[m].append(time.perf_counter() - t0); cpu[m].append(time.process_time() - c0)
+            print(f"  round {i + 1} {m:>21}: {times[m][-1]:.2f} s ({cpu[m][-1]:.2f} CPU s)", file=sys.stderr, flush=True)
+    out = {}
+    for m, ts in times.items():
+        gflop, roof_s = roof[m.rsplit("-", 1)[1]]
+        best, med = min(ts), sorted(ts)[len(ts) // 2]
+        out[m] = {"s_best": best, "s_median": med, "cpu_s_best": min(cpu[m]), "tokens_per_s": a.batch * a.seq / best, "gflop": gflop,
+                  "gflops": gflop / best, "roofline_gflops": gflop / roof_s}
+    return out
+
+
+def run_child(args: list[str], a) -> dict:
+    cmd = [sys.executable, __file__] + args + [f"--{k}={v}" for k, v in vars(a).items() if k not in ("mode", "modes", "child")]
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONPATH": str(ROOT)}
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
+    if r.returncode != 0: raise RuntimeError(f"{' '.join(args)} failed:\n{r.stderr[-3000:]}")
+    sys.stderr.write(r.stderr); sys.stderr.flush()
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def report(mem: dict[str, dict], tim: dict[str, dict], modes: list[str], title: str) -> None:
+    print(f"\n{title}")
+    print("| mode | s/step best (median) | CPU s/step | tokens/s | GFLOP/s | GEMM roofline GFLOP/s | of roofline | peak RSS MB | step RSS MB | first loss |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for m in modes:
+        t, r = tim[m], mem[m]
+        print(f"| {m} | {t['s_best']:.2f} ({t['s_median']:.2f}) | {t['cpu_s_best']:.2f} | {t['tokens_per_s']:.0f} | {t['gflops']:.0f} | "
+              f"{t['roofline_gflops']:.0f} | {t['gflops'] / t['roofline_gflops']:.0%} | {r['peak_rss_mb']:.0f} | "
+              f"{r['step_rss_mb']:.0f} | {r['first_loss']:.5f} |")
+    m = lambda x, y, k: mem[x][k] / mem[y][k] if x in mem and y in mem else float("nan")
+    for key, what in (("s_best", "wall time"), ("cpu_s_best", "CPU time")):
+        t = lambda x, y: tim[x][key] / tim[y][key] if x in tim and y in tim else float("nan")
+        print(f"ratios by {what} (best of the rounds):")
+        print(f"  fused-fp32 / naive-fp32: time {t('fused-fp32', 'naive-fp32'):.2f}x (target <= 0.6)")
+        print(f"  fused-bf16 / naive-fp32: time {t('fused-bf16', 'naive-fp32'):.2f}x (target <= 0.3)")
+        print(f"  rho1-fused / fused, same dtype: fp32 {t('rho1-fused-fp32', 'fused-fp32'):.2f}x, "
+              f"bf16 {t('rho1-fused-bf16', 'fused-bf16'):.2f}x (target <= 1.1)")
+        print(f"  before -> after: fp32 step {t('fused-fp32', 'efficient-fp32'):.2f}x main's; bf16 step "
+              f"{t('fused-bf16', 'efficient-fp32'):.2f}x main's (main ran fp32 under runtime.dtype=bfloat16); "
+              f"Rho-1 fp32 {t('rho1-fused-fp32', 'rho1-efficient-fp32'):.2f}x")
+        print(f"  known weights, gradients in the forward pass / recomputed in the backward: "
+              f"{t('fused-fp32', 'fused-recompute-fp32'):.2f}x")
+    print(f"memory: fused-fp32 / naive-fp32 peak RSS {m('fused-fp32', 'naive-fp32', 'peak_rss_mb'):.2f}x (target <= 0.3), "
+          f"rise above the pre-step RSS {m('fused-fp32', 'naive-fp32', 'step_rss_mb'):.2f}x; fused-fp32 / efficient-fp32 "
+          f"(before) peak RSS {m('fused-fp32', 'efficient-fp32', 'peak_rss_mb'):.2f}x")
+    fp32 = [mem[x]["first_loss"] for x in modes if x.endswith("fp32") and not x.startswith("rho1")]
+    assert max(fp32) - min(fp32) < 1e-3, f"float32 first losses disagree: {fp32}"
+    for x in modes:
+        y = x.replace("bf16", "fp32")
+        if x.endswith("bf16") and y in mem:
+            assert abs(mem[x]["first_loss"] - mem[y]["first_loss"]) < 1e-2 * abs(mem[y]["first_loss"]), (x, mem[x], mem[y])
 
 
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dim", type=int, default=512); ap.add_argument("--trunk", type=int, default=4)
     ap.add_argument("--heads", type=int, default=4); ap.add_argument("--n_heads", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=32000); ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--seq", type=int, default=512); ap.add_argument("--steps", type=int, default=2)
-    ap.add_argument("--threads", type=int, default=0); ap.add_argument("--mode", default=None)
+    ap.add_argument("--seq", type=int, default=512); ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=4, help="timed steps per mode, alternated")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES))
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.mode:
-        print(json.dumps(one_mode(a.mode, a))); return
-    res = {}
-    for mode in ("naive", "efficient"):
-        cmd = [sys.executable, __file__, "--mode", mode] + [f"--{k}={v}" for k, v in vars(a).items() if k != "mode"]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        res[mode] = json.loads(out)
+    modes = [m for m in a.modes.split(",") if m]
+    if a.child == "memory": print(json.dumps(memory_of(modes[0], a))); return
+    if a.child == "time": print(json.dumps(timings(modes, a))); return
+    bad = [m for m in modes if m not in MODES]
+    if bad: raise SystemExit(f"--modes: unknown {bad}; choose from {MODES}")
     print(f"config: dim {a.dim}, {a.trunk} trunk + {a.heads} head blocks, {a.n_heads} attention heads, vocab {a.vocab}, "
-          f"batch {a.batch}x{a.seq}, float32, CPU, {res['naive']['n_params_m']:.1f} M params, {a.steps} timed steps")
-    for m, r in res.items():
-        print(f"{m:>10}: {r['ms_per_step']:9.0f} ms/step   peak RSS {r['peak_rss_mb']:7.0f} MB   "
-              f"(RSS before steps {r['rss_before_steps_mb']:.0f} MB, first loss {r['first_loss']:.4f})")
-    n, e = res["naive"], res["efficient"]
-    print(f"ratios efficient/naive: time {e['ms_per_step'] / n['ms_per_step']:.2f}x, peak RSS {e['peak_rss_mb'] / n['peak_rss_mb']:.2f}x, "
-          f"peak RSS above the pre-step level {(e['peak_rss_mb'] - e['rss_before_steps_mb']) / (n['peak_rss_mb'] - n['rss_before_steps_mb']):.2f}x")
-    assert abs(n["first_loss"] - e["first_loss"]) < 1e-3, "the two losses must agree"
+          f"batch {a.batch}x{a.seq}, {a.threads} threads, CPU; memory: each mode in a fresh process (warm-up + 1 step); "
+          f"time: one process, {a.rounds} rounds of one step per mode (order rotated each round) after a warm-up step each")
+    load0 = os.getloadavg()[0]
+    mem = {m: run_child(["--child", "memory", "--modes", m], a) for m in modes}
+    tim = run_child(["--child", "time", "--modes", ",".join(modes)], a)
+    report(mem, tim, modes, f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f} (2 cores shared)")
 
 
-main()
+if __name__ == "__main__":
+    main()

@@ -39,7 +39,7 @@ def overrides(root: Path, storage: Path, **extra) -> list[str]:
             "models.reference": "tiny-ref", "data.dataset": "tiny", "data.n_samples": 8, "data.max_length": 160,
             "data.replace": "true", "training.batch_size": 2, "training.grad_accum": 2, "training.max_steps": 4,
             "training.warmup_steps": 1, "training.log_every": 1, "training.save_every": 2, "training.lr": 1e-3,
-            "training.progress": "false", "runtime.device": "cpu", "runtime.num_threads": 1, "checkpoint.keep": 1,
+            "training.progress": "false", "runtime.device": "cpu", "runtime.num_threads": 1, "checkpoint.keep": 1, "runtime.dtype": "float32",
             "runtime.strategy": "ddp", "runtime.activation_checkpointing": "false"}  # the 7B defaults shard; tests opt in
     base.update(extra)
     return [f"{k}={v}" for k, v in base.items()]

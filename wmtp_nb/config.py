@@ -102,6 +102,8 @@ class DataConfig(_Section):
     is_correct: Optional[bool] = None  # the data condition: True correct only, False incorrect only, None both
     valid_split: Optional[str] = "valid"  # held-out split for validation (None: no validation)
     valid_n_samples: Optional[int] = 1000  # fixed sample of the validation split (seed 0); None: all of it
+    drop_truncated: bool = False  # leave out records whose prompt fills max_length (no target token) before sampling
+    max_truncated_share: float = Field(0.5, ge=0.0, le=1.0)  # stop before step 1 when more of the run's records than this have no target
 
     @model_validator(mode="after")
     def _condition(self) -> "DataConfig":
@@ -125,7 +127,7 @@ class TrainingConfig(_Section):
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = Field(1e-8, gt=0)
     max_grad_norm: Optional[float] = Field(1.0, gt=0)  # None: no clipping
-    mtp_loss: Literal["efficient", "naive"] = "efficient"
+    mtp_loss: Literal["fused", "efficient", "naive"] = "fused"  # fused head projection + CE (wmtp_nb.loss) | efficient | naive
     log_every: int = Field(10, ge=1)
     save_every: int = Field(500, ge=1)
     eval_every: int = Field(500, ge=1)  # optimiser steps between validation passes (and at the last step)
@@ -195,7 +197,7 @@ class Rho1Config(_Section):
 class RuntimeConfig(_Section):
     "Device, precision, seed and parallelism."
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU, float32 on CPU
+    dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU and on CPUs with AMX/AVX512-BF16, else float32
     seed: int = Field(42, ge=0)  # each rank uses seed + rank
     strategy: Literal["ddp", "fsdp"] = "fsdp"  # fsdp: params, grads and AdamW state sharded (one process: unsharded)
     tf32: bool = True

@@ -14,6 +14,7 @@ import torch
 
 from vendor.meta_llama.model import ModelArgs, Transformer, ffn_hidden_dim
 from .config import Config, LoraConfig, model_path, runs_root
+from .loss import default_chunk_rows
 from .model import args_from_hf_config
 
 # %% auto #0
@@ -62,12 +63,21 @@ def lora_activation_bytes(args: ModelArgs, r: int, target_modules: Sequence[str]
 # %% ../nbs/17_memory.ipynb #552a4ca8
 CE_CHUNK_ELEMENTS = 2 ** 25  # per_token_ce works on float32 chunks of this many logits
 
-def logits_bytes(tokens: int, vocab: int, compute_bytes: int = 2, heads: int = 1, loss: str = "efficient") -> int:
-    "Peak bytes of the logits of one micro-batch: `efficient` (one head at a time) or `naive` (all heads at once)."
+def logits_bytes(tokens: int, vocab: int, compute_bytes: int = 2, heads: int = 1, loss: str = "efficient",
+                 dim: int = 0, residual_bytes: int = 4) -> int:
+    "Peak bytes of the logits of one micro-batch: `efficient` (one head at a time), `naive` (all heads) or `fused` (row chunks; needs `dim`)."
+    c = compute_bytes
+    if loss == "fused":
+        if dim <= 0: raise ValueError("logits_bytes: loss='fused' needs the model dim (its gradients are [V, D] and [N, D])")
+        low = c != 4                                                       # bf16: separate float32 softmax, second pass
+        buffers = default_chunk_rows(vocab) * vocab * (c + (4 if low else 0))
+        grads = (4 + (c if low else 0)) * vocab * dim + tokens * dim * residual_bytes
+        second = tokens * dim * (3 * c + 4) if low else 0
+        return buffers + grads + second + 8 * tokens                     # + CE and log-sum-exp per token
     chunk = 2 * 4 * (CE_CHUNK_ELEMENTS // max(vocab, 1)) * vocab
-    if loss == "efficient": return 2 * compute_bytes * tokens * vocab + chunk
-    if loss == "naive": return 3 * heads * compute_bytes * tokens * vocab + chunk
-    raise ValueError(f"training.mtp_loss: unknown loss {loss!r}; expected 'efficient' or 'naive'")
+    if loss == "efficient": return 2 * c * tokens * vocab + chunk
+    if loss == "naive": return 3 * heads * c * tokens * vocab + chunk
+    raise ValueError(f"training.mtp_loss: unknown loss {loss!r}; expected 'fused', 'efficient' or 'naive'")
 
 # %% ../nbs/17_memory.ipynb #f12066f2
 GiB = 2 ** 30
@@ -156,9 +166,10 @@ def memory_plan(args: ModelArgs, batch_size: int, seq_len: int, world_size: int 
     lines.append(MemoryLine("activations (other setting)", off,
                             f"{'without' if activation_checkpointing else 'with'} activation checkpointing", counted=False))
     if not frozen_trunk:
-        lines.append(MemoryLine("logits (one head)" if loss == "efficient" else "logits (all heads)",
-                                logits_bytes(N, args.vocab_size, c, args.n_future_tokens, loss),
-                                f"[{batch_size}, {seq_len}, {args.vocab_size}] and its gradient"))
+        name = {"efficient": "logits (one head)", "naive": "logits (all heads)"}.get(loss, "logits (fused, row chunks)")
+        lines.append(MemoryLine(name, logits_bytes(N, args.vocab_size, c, args.n_future_tokens, loss, D, r),
+                                f"[{batch_size}, {seq_len}, {args.vocab_size}] and its gradient" if loss != "fused"
+                                else f"a chunk of {default_chunk_rows(args.vocab_size)} rows' logits; dW [V, D], dx [N, D]"))
     if reference_args is not None:
         ref = count_parameters(reference_args)["total"]
         lines.append(MemoryLine("reference model (Rho-1)", ref * reference_bytes + N * reference_args.vocab_size * (c + 4),

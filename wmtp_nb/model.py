@@ -361,6 +361,12 @@ class MetaLlamaMTPAdapter(nn.Module):
             raise IndexError(f"head {k} out of range: the model has {self.n_future_tokens} heads")
         return self.model.output(self.model.norm(self.model.forward_head(h, k, 0, attention_mask)))
 
+    def head_states(self, h: torch.Tensor, k: int, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        "Normed hidden state `[B, S, D]` of head k: the input of the shared output projection (`head_forward` = output(this))."
+        if not 0 <= k < self.n_future_tokens:
+            raise IndexError(f"head {k} out of range: the model has {self.n_future_tokens} heads")
+        return self.model.norm(self.model.forward_head(h, k, 0, attention_mask))
+
     def trunk_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         "Normalised trunk hidden states norm(h) `[B, S, D]` (the critic's input)."
         return self.model.norm(self.trunk_states(input_ids, attention_mask))

@@ -16,10 +16,10 @@ import torch.distributed as dist
 from torch import nn
 
 # %% auto #0
-__all__ = ['DistInfo', 'resolve_device', 'init_distributed', 'shutdown_distributed', 'seed_everything', 'configure_backends',
-           'autocast_dtype', 'autocast', 'torchrun_args', 'barrier', 'broadcast_object', 'all_gather_object',
-           'mean_across_ranks', 'sum_across_ranks', 'broadcast_parameters', 'sync_gradients', 'transformer_blocks',
-           'apply_activation_checkpointing', 'shard_model', 'is_sharded', 'set_gradient_sync']
+__all__ = ['DistInfo', 'resolve_device', 'init_distributed', 'shutdown_distributed', 'cpu_has_bf16_matmul', 'seed_everything',
+           'configure_backends', 'autocast_dtype', 'autocast', 'torchrun_args', 'barrier', 'broadcast_object',
+           'all_gather_object', 'mean_across_ranks', 'sum_across_ranks', 'broadcast_parameters', 'sync_gradients',
+           'transformer_blocks', 'apply_activation_checkpointing', 'shard_model', 'is_sharded', 'set_gradient_sync']
 
 # %% ../nbs/11_runtime.ipynb #f1b392c1
 @dataclass(frozen=True)
@@ -76,6 +76,19 @@ def shutdown_distributed() -> None:
     "Destroy the process group if one was started."
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
+# %% ../nbs/11_runtime.ipynb #4d2f1325
+def cpu_has_bf16_matmul() -> bool:
+    "Whether this CPU multiplies bfloat16 natively: AMX or AVX512-BF16 (x86), BF16 (ARM)."
+    import platform
+    x86 = platform.machine().lower() in ("x86_64", "amd64", "i686")
+    probes = [getattr(torch.cpu, n, None) for n in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    if x86 and all(p is not None for p in probes):                             # torch's own CPUID probes
+        return any(bool(p()) for p in probes)
+    try:
+        with open("/proc/cpuinfo") as f: flags = set(f.read().split())
+    except OSError: return False
+    return bool(flags & ({"amx_bf16", "avx512_bf16"} if x86 else {"bf16"}))
+
 # %% ../nbs/11_runtime.ipynb #3e58a926
 def seed_everything(base_seed: int, rank: int = 0) -> int:
     "Seed random, NumPy and torch (CPU and CUDA) with `base_seed + rank`; returns the seed used."
@@ -94,13 +107,15 @@ def configure_backends(tf32: bool = True, num_threads: int | None = None) -> Non
     if num_threads: torch.set_num_threads(int(num_threads))
 
 def autocast_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype | None:
-    "The autocast dtype: bf16 on GPU for `auto`/`bfloat16`, None (plain float32) on CPU or for `float32`."
-    if dtype == "float32" or device.type != "cuda": return None
-    if dtype in ("auto", "bfloat16"): return torch.bfloat16
-    raise ValueError(f"unknown runtime.dtype {dtype!r}; expected auto, float32 or bfloat16")
+    "The autocast dtype: bf16 for `bfloat16`, and for `auto` on GPU or on a CPU with native bf16 matmul; None (float32) otherwise."
+    if dtype not in ("auto", "float32", "bfloat16"):
+        raise ValueError(f"unknown runtime.dtype {dtype!r}; expected auto, float32 or bfloat16")
+    if dtype == "float32": return None
+    if dtype == "bfloat16" or device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16_matmul()): return torch.bfloat16
+    return None
 
 def autocast(device: torch.device, dtype: str = "auto") -> contextlib.AbstractContextManager:
-    "bf16 autocast on GPU, a no-op on CPU."
+    "bf16 autocast (GPU or CPU) when `autocast_dtype` says so, else a no-op; weights stay float32, autocast casts per op."
     d = autocast_dtype(device, dtype)
     return torch.autocast(device_type=device.type, dtype=d) if d is not None else contextlib.nullcontext()
 
