@@ -20,7 +20,7 @@ from .weighting import RunningStats, align_to_heads, verifiable_weights
 
 # %% auto #0
 __all__ = ['bug_targets', 'auroc', 'bug_rank_stats', 'bug_batches', 'verifiable_token_scores', 'rho1_token_scores',
-           'ce_token_scores', 'run_weight_stats']
+           'position_token_scores', 'ce_token_scores', 'run_weight_stats']
 
 # %% ../nbs/18_credit.ipynb #bfb02758
 def bug_targets(bug_pos: torch.Tensor,  # [B] position of the (first) bug token in each collated sequence
@@ -124,7 +124,7 @@ def verifiable_token_scores(adapter: nn.Module, batch: Mapping, weighting: Mappi
                              w["sequence_weight"], (w["reward_correct"], w["reward_incorrect"]))
     return tdw.heads, mtp_targets(batch["labels"], H) != -100
 
-# %% ../nbs/18_credit.ipynb #4022de2e
+# %% ../nbs/18_credit.ipynb #1a17be57
 @torch.no_grad()
 def rho1_token_scores(adapter: nn.Module, reference: nn.Module, batch: Mapping, mode: str = "signed") -> tuple[torch.Tensor, torch.Tensor]:
     "Excess loss `[B, S, H]` of the policy over the reference on each head's target (Rho-1's selection score), and the mask."
@@ -137,6 +137,14 @@ def rho1_token_scores(adapter: nn.Module, reference: nn.Module, batch: Mapping, 
     mask = tg != -100
     excess = torch.where(mask, pol - ref, 0.0)
     return (excess.abs() if mode == "absolute" else excess), mask
+
+def position_token_scores(batch: Mapping, n_heads: int) -> tuple[torch.Tensor, torch.Tensor]:
+    "How far along its output each head's target is, `[B, S, H]` in (0, 1] (1 = the EOS; later = higher: a control), and the mask."
+    labels = batch["labels"]
+    out = (labels != -100).float()                                               # [B, S] output tokens
+    frac = out.cumsum(1) / out.sum(1, keepdim=True).clamp_min(1)                 # [B, S]: i-th output token -> i / n
+    tg = mtp_targets(labels, n_heads)
+    return align_to_heads(frac, n_heads), tg != -100
 
 @torch.no_grad()
 def ce_token_scores(adapter: nn.Module, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
