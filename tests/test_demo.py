@@ -1,7 +1,8 @@
 """`make demo`'s pipeline (tools/demo.py) end to end on a tiny setting: a small synthetic dataset, a tiny `synth-mtp`,
 2-step runs, one seed, 2 samples on 4 tasks. Every step runs through its papermill notebook (pretrain, publish, critic ->
 verifiable, rho1, baseline, evaluation, both analyses); the report names every experiment with its data condition and
-grades every method's credit; a second call skips every finished step and writes the same report, byte for byte."""
+grades every method's credit; a second demo from scratch (a fresh runs dir, same seeds) writes the same report byte for
+byte, and a call on a finished runs dir skips every finished step and writes it again unchanged."""
 import json, os, subprocess, sys
 
 import pytest
@@ -13,11 +14,11 @@ from wmtp_nb.synthetic import generate_records
 ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
 
 
-def _demo(tmp, *extra):
+def _demo(tmp, *extra, runs="runs"):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
     return subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--tiny", "--seeds", "0", "--jobs", "2",
-                           "--storage", str(tmp / "storage"), "--runs", str(tmp / "runs"), *extra],
+                           "--storage", str(tmp / "storage"), "--runs", str(tmp / runs), *extra],
                           cwd=ROOT, capture_output=True, text=True, timeout=1800, env=env)
 
 
@@ -71,14 +72,21 @@ def test_report_content(demo):
     assert "credit/auroc/head_0" in client.get_run(run_id).data.metrics
 
 
-def test_second_call_resumes_and_reproduces(demo):
+def test_fresh_demo_reproduces(demo):
+    "Bit-for-bit from its seeds: every run trained, sampled and graded again from scratch gives the same report."
+    tmp, _ = demo
+    r = _demo(tmp, runs="runs2")
+    assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
+    assert "finished, skipped" not in r.stdout
+    a, b = (tmp / d / "analysis" / "synthetic_report.json" for d in ("runs", "runs2"))
+    cmp = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--compare", str(a), str(b)], capture_output=True, text=True)
+    assert cmp.returncode == 0 and "identical" in cmp.stdout, (json.loads(a.read_text()), json.loads(b.read_text()))
+
+
+def test_second_call_resumes(demo):
     tmp, _ = demo
     first = (tmp / "runs" / "analysis" / "synthetic_report.json").read_bytes()
     r = _demo(tmp)
     assert r.returncode == 0, (r.stdout + r.stderr)[-5000:]
     assert r.stdout.count("finished, skipped") == 5 and "already evaluated with these settings" in r.stdout
     assert (tmp / "runs" / "analysis" / "synthetic_report.json").read_bytes() == first
-    cmp = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--compare",
-                          str(tmp / "runs" / "analysis" / "synthetic_report.json"), str(tmp / "runs" / "analysis" / "synthetic_report.json")],
-                         capture_output=True, text=True)
-    assert cmp.returncode == 0 and "identical" in cmp.stdout

@@ -26,7 +26,7 @@ point elsewhere (else $WMTP_STORAGE / $WMTP_RUNS or storage/, runs/).
 """
 from __future__ import annotations
 
-import argparse, json, os, sys, time
+import argparse, json, os, resource, sys, threading, time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -138,6 +138,23 @@ def print_report(rep: dict) -> None:
                                                 for k, v in heads.items()))
 
 
+class LoadMeter:
+    "Samples the 1-minute load average every `every` s in a daemon thread: the demo shares its cores, so its wall time needs the load beside it."
+    def __init__(self, every: float = 15.0):
+        self.samples, self.every, self.stop = [os.getloadavg()[0]], every, threading.Event()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every):
+            self.samples.append(os.getloadavg()[0])
+
+
+def cpu_seconds() -> float:
+    "CPU time (user + system) of this process and of every finished child (papermill kernels, torchrun, training)."
+    return sum(getattr(resource.getrusage(w), f) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+               for f in ("ru_utime", "ru_stime"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", default="0,1,2")
@@ -162,7 +179,7 @@ def main() -> int:
     runs.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     extra = TINY["train"] if args.tiny else []
-    t0 = time.time()
+    t0, c0, load = time.time(), cpu_seconds(), LoadMeter()
     pre = f"{PREFIX}-pretrain"
     train(runs, pre, "pretrain", "synthetic-pretrain", extra)
     base = runs / pre / "base"
@@ -170,7 +187,7 @@ def main() -> int:
         publish_model(runs / pre, base, name=f"{PREFIX}-base")
         log(f"published the base model {base}")
     run_all(runs, experiment_runs(runs, seeds, base, extra), args.jobs)
-    t_train = time.time() - t0
+    t_train, c_train = time.time() - t0, cpu_seconds() - c0
     models = [runs / pre] + [runs / f"{PREFIX}-{e}-s{s}" for s in seeds for e in ("baseline", "verifiable", "rho1")]
     ev = {**EVAL, **(TINY["eval"] if args.tiny else {}), "split": args.split}
     groups = [models[i::max(1, args.jobs)] for i in range(max(1, args.jobs))]      # `jobs` evaluations at a time
@@ -184,12 +201,17 @@ def main() -> int:
     rep = report(runs)
     from wmtp_nb.files import atomic_write_json
     out = atomic_write_json(runs / "analysis" / f"{BENCHMARK}_report.json", rep)
-    total = time.time() - t0
+    total, cpu = time.time() - t0, cpu_seconds() - c0
+    load.stop.set()
+    mean_load = sum(load.samples) / len(load.samples)
     atomic_write_json(runs / "analysis" / "demo_time.json", {
-        "wall_s": round(total, 1), "train_s": round(t_train, 1), "seeds": seeds, "jobs": args.jobs,
-        "loadavg_end": list(os.getloadavg()), "cpus": os.cpu_count(), "tiny": args.tiny})
+        "wall_s": round(total, 1), "train_wall_s": round(t_train, 1), "cpu_s": round(cpu, 1), "train_cpu_s": round(c_train, 1),
+        "mean_loadavg_1min": round(mean_load, 2), "loadavg_samples": len(load.samples), "seeds": seeds, "jobs": args.jobs,
+        "cpus": os.cpu_count(), "tiny": args.tiny})
     print_report(rep)
-    log(f"report {out}; wall time {total:.0f}s (training {t_train:.0f}s); executed notebooks in {runs}")
+    log(f"report {out}; executed notebooks in {runs}")
+    log(f"wall time {total:.0f}s (training {t_train:.0f}s); CPU time {cpu:.0f}s (training {c_train:.0f}s) on {os.cpu_count()} "
+        f"cores; mean 1-min load average {mean_load:.1f} (this demo alone keeps about {min(args.jobs, os.cpu_count() or 1)} busy)")
     return 0
 
 
