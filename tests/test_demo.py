@@ -65,6 +65,10 @@ def test_report_content(demo):
     assert all(set(m["heads"]) == {"head_0", "head_1", "head_2", "head_3"} for m in methods.values())
     assert all(h["auroc"] == 0.5 for h in methods["baseline"]["heads"].values())            # uniform weights: all tied
     assert "wall time" in r.stdout and "Verifiable-Critic WMTP [correct + incorrect]" in r.stdout
+    md = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--markdown", str(tmp / "runs" / "analysis" / "synthetic_report.json")],
+                        capture_output=True, text=True)
+    assert md.returncode == 0 and "| Verifiable-Critic WMTP (correct + incorrect) | 1 |" in md.stdout, md.stdout + md.stderr
+    assert md.stdout.count("\n| ") == len(exps) + 3 + len(methods) + 2, md.stdout        # every row of the three tables
     # the credit figures are logged to the runs' MLflow runs
     from mlflow import MlflowClient
     client = MlflowClient(f"sqlite:///{tmp / 'runs' / 'mlflow.db'}")

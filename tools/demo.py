@@ -131,11 +131,34 @@ def print_report(rep: dict) -> None:
     for d in p["vs_baseline"]:
         print(f"  {d['label']:42s} {d['k']}: {100 * d['diff']:+5.1f} points vs baseline, 95% CI "
               f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
-    print("\nbug-token credit on held-out mutants (AUROC of 'is the bug token'; share in the extreme decile, chance ~0.1):")
-    for m in rep["credit"]["methods"]:
+    c = rep["credit"]
+    print(f"\nbug-token credit on {c['n_mutants']} held-out mutants ({c['split']}), per head h0..h3: AUROC of 'is the bug token' / "
+          f"mean within-sequence percentile of the bug token / share in the extreme decile (chance ~0.1); mean over seeds")
+    for m in c["methods"]:
         heads = m["heads"]
-        print(f"{m['label']:44s} " + "  ".join(f"h{k.split('_')[1]} {v['auroc']:.3f}/{v['extreme_decile']:.2f}"
-                                                for k, v in heads.items()))
+        print(f"{m['label'] + ' (' + m['bug_like'] + ')':52s} " + "  ".join(
+            f"h{k.split('_')[1]} {v['auroc']:.3f}/{v['mean_percentile']:.2f}/{v['extreme_decile']:.2f}" for k, v in heads.items()))
+
+
+def markdown_report(rep: dict) -> str:
+    "The report as the Markdown tables of the README (Pass@K with CIs, differences to the baseline, bug-token credit)."
+    p, c = rep["passk"], rep["credit"]
+    lines = [f"| experiment (data condition) | seeds | " + " | ".join(p["ks"]) + " |", "|---|---|" + "---|" * len(p["ks"])]
+    for e in p["experiments"]:
+        lines.append(f"| {e['label']} ({e['data_condition']}) | {e['n_seeds']} | " + " | ".join(
+            f"{100 * e[k]['mean']:.1f} [{100 * e[k]['ci95'][0]:.1f}, {100 * e[k]['ci95'][1]:.1f}]" for k in p["ks"]) + " |")
+    lines += ["", "| vs baseline (paired) | " + " | ".join(p["ks"]) + " |", "|---|" + "---|" * len(p["ks"])]
+    for lab in dict.fromkeys(d["label"] for d in p["vs_baseline"]):
+        ds = {d["k"]: d for d in p["vs_baseline"] if d["label"] == lab}
+        lines.append(f"| {lab} | " + " | ".join(f"{100 * ds[k]['diff']:+.1f} [{100 * ds[k]['ci95'][0]:+.1f}, {100 * ds[k]['ci95'][1]:+.1f}]"
+                                                  if k in ds else "" for k in p["ks"]) + " |")
+    heads = list(c["methods"][0]["heads"])
+    lines += ["", "| method (bug-like = ) | " + " | ".join(f"head {h.split('_')[1]} (t+{int(h.split('_')[1]) + 1})" for h in heads) + " |",
+              "|---|" + "---|" * len(heads)]
+    for m in c["methods"]:
+        lines.append(f"| {m['label']} ({m['bug_like']}) | " + " | ".join(
+            f"{m['heads'][h]['auroc']:.2f} / {m['heads'][h]['mean_percentile']:.2f} / {m['heads'][h]['extreme_decile']:.2f}" for h in heads) + " |")
+    return "\n".join(lines)
 
 
 class LoadMeter:
@@ -164,7 +187,11 @@ def main() -> int:
     ap.add_argument("--storage", default=None)
     ap.add_argument("--runs", default=None)
     ap.add_argument("--compare", nargs=2, metavar=("REPORT_A", "REPORT_B"), help="compare two reports and exit")
+    ap.add_argument("--markdown", metavar="REPORT", help="print a report as the README's Markdown tables and exit")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown_report(json.loads(Path(args.markdown).read_text())))
+        return 0
     if args.compare:
         a, b = (Path(p).read_bytes() for p in args.compare)
         print("identical" if a == b else "DIFFERENT")
