@@ -153,7 +153,7 @@ def markdown_report(rep: dict) -> str:
         lines.append(f"| {lab} | " + " | ".join(f"{100 * ds[k]['diff']:+.1f} [{100 * ds[k]['ci95'][0]:+.1f}, {100 * ds[k]['ci95'][1]:+.1f}]"
                                                   if k in ds else "" for k in p["ks"]) + " |")
     heads = list(c["methods"][0]["heads"])
-    lines += ["", "| method (bug-like = ) | " + " | ".join(f"head {h.split('_')[1]} (t+{int(h.split('_')[1]) + 1})" for h in heads) + " |",
+    lines += ["", "| method (what counts as bug-like) | " + " | ".join(f"head {h.split('_')[1]} (t+{int(h.split('_')[1]) + 1})" for h in heads) + " |",
               "|---|" + "---|" * len(heads)]
     for m in c["methods"]:
         lines.append(f"| {m['label']} ({m['bug_like']}) | " + " | ".join(
