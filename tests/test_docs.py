@@ -1,5 +1,5 @@
 """The docs site (built by `make docs` before pytest in `make test`) has a page per notebook, and its pages link up."""
-import re
+import json, re
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urldefrag, urlparse
@@ -8,6 +8,36 @@ import pytest
 
 SITE = Path(__file__).resolve().parents[1] / "_docs"
 NBS = Path(__file__).resolve().parents[1] / "nbs"
+
+
+class _Text(HTMLParser):
+    "The visible words of a page (tags, scripts and styles dropped)."
+    def __init__(self):
+        super().__init__()
+        self.parts: list[str] = []
+        self.skip = 0
+
+    def handle_starttag(self, tag, attrs):
+        if tag in ("script", "style"): self.skip += 1
+
+    def handle_endtag(self, tag):
+        if tag in ("script", "style"): self.skip -= 1
+
+    def handle_data(self, data):
+        if not self.skip: self.parts.append(data)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[A-Za-z]{3,}", text)
+
+
+def first_body_words(nb: Path, n: int = 8) -> list[str]:
+    "The first words of the markdown cell after the title cell: what a reader meets first."
+    cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+    md = [c for c in cells if c["cell_type"] == "markdown"]
+    if len(md) < 2: return []
+    line = next(l for l in "".join(md[1]["source"]).splitlines() if l.strip())
+    return _words(re.sub(r"\]\([^)]*\)", " ", line))[:n]  # a link's text stays, its address goes
 
 
 class _Links(HTMLParser):
@@ -52,8 +82,49 @@ def test_index_links_to_every_page_and_links_resolve(pages):
             assert target.exists(), f"{name} links to missing {target.relative_to(SITE.resolve())}"
 
 
+def test_front_matter_is_title_and_description_only():
+    "nbdev turns the first markdown cell into the page's title and description and drops the rest of it."
+    for nb in NBS.glob("*.ipynb"):
+        cells = json.loads(nb.read_text(encoding="utf-8"))["cells"]
+        md = next((c for c in cells if c["cell_type"] == "markdown"), None)
+        assert md is not None, f"{nb.name} has no markdown cell (title)"
+        extra = [l for l in "".join(md["source"]).splitlines() if l.strip() and not l.startswith(("# ", ">"))]
+        assert not extra, f"{nb.name}: the first markdown cell holds more than '# Title' and '> description': {extra[0]!r}"
+
+
+def test_each_page_opens_with_its_intro(pages):
+    "The notebook's first body sentence reaches its page (it was lost on every page when it sat in the front matter)."
+    for nb in NBS.glob("*.ipynb"):
+        words = first_body_words(nb)
+        if not words: continue
+        p = _Text()
+        p.feed(pages[f"{nb.stem}.html"].read_text(encoding="utf-8"))
+        page = _words(" ".join(p.parts))
+        n = len(words)
+        assert any(page[i:i + n] == words for i in range(len(page) - n + 1)), \
+            f"{nb.stem}.html does not show the first sentence of {nb.name}: {' '.join(words)}"
+
+
+def test_sidebar_has_every_notebook_once_in_a_section():
+    "The sidebar is written by hand (custom_sidebar) in sections: a new notebook must be placed in one."
+    import yaml
+    side = yaml.safe_load((NBS / "sidebar.yml").read_text())["website"]["sidebar"]["contents"]
+    sections = {c["section"]: c["contents"] for c in side if isinstance(c, dict)}
+    assert set(sections) == {"Running", "Analysis", "Library"}, sections.keys()
+    listed = [p for c in side for p in ([c] if isinstance(c, str) else c["contents"])]
+    nbs = sorted(nb.name for nb in NBS.glob("*.ipynb") if not nb.name.startswith("_"))
+    assert sorted(listed) == nbs, f"nbs/sidebar.yml and nbs/ differ: {sorted(set(listed) ^ set(nbs))}"
+
+
+def test_sidebar_sections_rendered(pages):
+    html = pages["index.html"].read_text(encoding="utf-8")
+    for section in ("Running", "Analysis", "Library"):
+        assert re.search(rf">\s*{section}\s*<", html), f"index.html has no sidebar section {section}"
+
+
 def test_api_page_renders_show_doc(pages):
     html = pages["00_files.html"].read_text(encoding="utf-8")
     assert re.search(r"atomic_write", html) and "<h" in html
     assert "#| export" not in html and "#| hide" not in html, "directives leaked into the rendered page"
-    assert "test_eq(" not in html, "hidden test cells leaked into the rendered page"
+    # tests that document behaviour are shown (fastcore's way: the visible test is the documentation)
+    assert "test_eq(" in html, "00_files shows no test: the page should show how its functions behave"

@@ -10,9 +10,21 @@ from wmtp_nb.evaluate import build_report, humaneval_tasks, mbpp_tasks, score_co
 from wmtp_nb.files import write_jsonl
 
 
+def score_references(tasks, timeout=10.0):
+    "Each task's reference as its one sample; wall-clock timeouts (a loaded machine, not a verdict) rerun alone, at 60 s."
+    res = score_completions(tasks, {t.task_id: [t.reference] for t in tasks}, timeout=timeout, workers=2)
+    slow = {r["task_id"] for r in res if r["c"] == 0 and "timeout" in r["samples"][0]["reason"]}
+    if slow:
+        again = score_completions([t for t in tasks if t.task_id in slow], {t.task_id: [t.reference] for t in tasks
+                                  if t.task_id in slow}, timeout=60.0, workers=1)
+        again = {r["task_id"]: r for r in again}
+        res = [again.get(r["task_id"], r) for r in res]
+    return res
+
+
 def test_humaneval_canonical_solutions_pass_all_164():
     tasks = humaneval_tasks()
-    res = score_completions(tasks, {t.task_id: [t.reference] for t in tasks}, timeout=10.0, workers=2)
+    res = score_references(tasks)
     rep = build_report(res, ks=(1,))
     failed = [(r["task_id"], r["samples"][0]["reason"]) for r in res if r["c"] != 1]
     assert failed == [], failed
@@ -30,7 +42,7 @@ def test_humaneval_known_wrong_completions_score_zero():
 
 def test_mbpp_reference_solutions(capsys):
     tasks = mbpp_tasks("test")
-    res = score_completions(tasks, {t.task_id: [t.reference] for t in tasks}, timeout=10.0, workers=2)
+    res = score_references(tasks)
     passed = sum(r["c"] for r in res)
     failing = [(r["task_id"], r["samples"][0]["reason"][:80]) for r in res if r["c"] == 0]
     with capsys.disabled():

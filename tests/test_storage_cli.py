@@ -20,7 +20,7 @@ def test_convert_verify_inspect_commands(tmp_path):
     from wmtp_nb.storage import write_raw_meta_checkpoint
     from wmtp_nb.tokenizer import train_code_tokenizer
     tok = train_code_tokenizer(tmp_path / "tok.model", vocab_size=512, sources=("humaneval",), max_bytes=200_000)
-    params = {"dim": 32, "n_layers": 3, "n_heads": 4, "vocab_size": 512, "multiple_of": 16, "n_future_tokens": 2}
+    params = {"dim": 32, "n_layers": 3, "n_heads": 4, "vocab_size": 512, "multiple_of": 16, "norm_eps": 1e-5, "n_future_tokens": 2}
     sd = {k: v.bfloat16() for k, v in Transformer(ModelArgs.from_params(params)).init_weights(0).state_dict().items()}
     raw = write_raw_meta_checkpoint(tmp_path / "raw", params, sd, tok)
     out = tmp_path / "store" / "models_v2" / "tiny"

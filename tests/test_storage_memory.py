@@ -24,7 +24,7 @@ def test_conversion_peak_memory(tmp_path):
     from vendor.meta_llama.model import ModelArgs
     raw = tmp_path / "raw"; raw.mkdir()
     tok = train_code_tokenizer(raw / "tokenizer.model", vocab_size=512, sources=("humaneval",), max_bytes=300_000)
-    params = {"dim": 1024, "n_layers": 10, "n_heads": 8, "vocab_size": 512, "multiple_of": 256, "n_future_tokens": 2}
+    params = {"dim": 1024, "n_layers": 10, "n_heads": 8, "vocab_size": 512, "multiple_of": 256, "norm_eps": 1e-5, "n_future_tokens": 2}
     sd = {k: torch.full(s, 0.5, dtype=torch.float16) for k, s in expected_shapes(ModelArgs.from_params(params)).items()}
     size_kb = sum(v.numel() * 2 for v in sd.values()) / 1024
     (raw / "params.json").write_text(json.dumps(params))

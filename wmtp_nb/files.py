@@ -5,7 +5,7 @@
 # %% ../nbs/00_files.ipynb #4b2e7f02
 from __future__ import annotations
 
-import contextlib, hashlib, json, os, shutil, sys, tempfile
+import contextlib, errno, fcntl, hashlib, json, os, shutil, socket, sys, tempfile, time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -13,8 +13,8 @@ from tqdm import tqdm
 
 # %% auto #0
 __all__ = ['project_root', 'storage_dir', 'runs_dir', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_dir',
-           'JsonlError', 'JsonlReader', 'read_jsonl', 'write_jsonl', 'sha256_file', 'write_sha256sums',
-           'check_sha256sums', 'progress_bar']
+           'RunLockedError', 'RunLock', 'JsonlError', 'JsonlReader', 'read_jsonl', 'write_jsonl', 'sha256_file',
+           'write_sha256sums', 'check_sha256sums', 'progress_bar']
 
 # %% ../nbs/00_files.ipynb #5b12b466
 def project_root(start: str | Path | None = None) -> Path:
@@ -88,6 +88,118 @@ def atomic_dir(path: str | Path, overwrite: bool = False) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+# %% ../nbs/00_files.ipynb #38e17148
+class RunLockedError(RuntimeError):
+    "The run directory is held by another live process."
+
+def _proc_stat(pid: int) -> tuple[str, str] | None:
+    "(state, start time in clock ticks since boot) of process `pid` from /proc; None where unknown."
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return fields[0], fields[19]
+    except (OSError, IndexError):
+        return None
+
+def _holder_alive(rec: dict) -> bool | None:
+    "Whether the process a lock record names still runs: True, False, or None (another host: unknown)."
+    if rec.get("host") != socket.gethostname(): return None
+    try: os.kill(int(rec["pid"]), 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass                                           # another user's live process
+    except (KeyError, TypeError, ValueError): return None
+    st = _proc_stat(int(rec["pid"]))
+    if st is None: return True
+    return st[0] != "Z" and (rec.get("pid_start") is None or st[1] == rec["pid_start"])  # zombie, or pid reused
+
+class RunLock:
+    "An exclusive lock on a run directory (`<dir>/.lock`): `with RunLock(run_dir): …`; a second holder gets `RunLockedError` naming the first."
+    def __init__(self, run_dir: str | Path, name: str = ".lock"):
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / name
+        self.fd: int | None = None
+        self.taken_over: dict | None = None     # the stale record this lock replaced, if any
+        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "pid_start": (_proc_stat(os.getpid()) or (0, None))[1],
+                   "since": time.strftime("%Y-%m-%dT%H:%M:%S"), "command": " ".join(sys.argv)[:300]}
+
+    def _read(self) -> dict:
+        try: rec = json.loads(self.path.read_text() or "{}")
+        except (OSError, ValueError): return {}
+        return rec if isinstance(rec, dict) else {}
+
+    def _describe(self, rec: dict) -> str:
+        return (f"pid {rec.get('pid', '?')} on host {rec.get('host', '?')} (since {rec.get('since', '?')}"
+                + (f": {rec['command']}" if rec.get("command") else "") + ")")
+
+    def _refuse(self, rec: dict, hint: str = "") -> RunLockedError:
+        return RunLockedError(f"{self.run_dir} is in use by {self._describe(rec)}; two processes must not write one run: "
+                              f"wait for it or stop it, or choose another experiment.run_name{hint}")
+
+    def _take_over(self, rec: dict) -> None:
+        if rec:
+            self.taken_over = rec
+            print(f"{self.run_dir}: taking over the stale lock of {self._describe(rec)}: that process is gone",
+                  file=sys.stderr, flush=True)
+
+    def _write(self, fd: int) -> None:
+        data = json.dumps(self.me).encode()
+        os.ftruncate(fd, 0); os.pwrite(fd, data, 0); os.fsync(fd)
+
+    def acquire(self) -> "RunLock":
+        "Take the lock, or raise `RunLockedError` naming the live holder; a dead holder's lock is taken over with a message."
+        if self.fd is not None: return self
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(50):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise self._refuse(self._read()) from None
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL): return self._acquire_unlocked()
+                raise
+            try: same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError: same = False
+            if not same:                        # the holder removed the file between our open and lock: lock the new one
+                os.close(fd); continue
+            self._take_over(self._read())       # the kernel lock was free: whoever the record names is gone
+            self._write(fd)
+            self.fd = fd
+            return self
+        raise RunLockedError(f"{self.path}: the lock file keeps being replaced; is another process churning it?")
+
+    def _acquire_unlocked(self) -> "RunLock":
+        "Without filesystem locks: the record decides (best effort: two starts within the same instant can both pass)."
+        rec = self._read()
+        alive = _holder_alive(rec) if rec.get("pid") is not None else False
+        if rec and alive is not False:
+            raise self._refuse(rec, f" (this filesystem has no file locks: if that process is gone, delete {self.path})")
+        self._take_over(rec if alive is False else {})
+        atomic_write_json(self.path, self.me)
+        time.sleep(0.05)                        # a concurrent starter that wrote after us wins; we see it and yield
+        now = self._read()
+        if (now.get("pid"), now.get("host"), now.get("pid_start")) != (self.me["pid"], self.me["host"], self.me["pid_start"]):
+            raise self._refuse(now)
+        self.fd = -1
+        return self
+
+    def release(self) -> None:
+        "Remove the lock file (if it is still ours) and drop the lock."
+        if self.fd is None: return
+        try:
+            if self.fd >= 0:
+                with contextlib.suppress(FileNotFoundError):
+                    if os.stat(self.path).st_ino == os.fstat(self.fd).st_ino: os.unlink(self.path)  # unlink, then unlock
+            elif self._read().get("pid") == self.me["pid"]:
+                with contextlib.suppress(FileNotFoundError): os.unlink(self.path)
+        finally:
+            if self.fd >= 0: os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "RunLock": return self.acquire()
+    def __exit__(self, *exc) -> None: self.release()
 
 # %% ../nbs/00_files.ipynb #2a7b6508
 class JsonlError(ValueError):

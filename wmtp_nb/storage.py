@@ -166,19 +166,23 @@ def expected_hf_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in hf.items()}
 
 # %% ../nbs/03_storage.ipynb #1ac9e052
+def _problem(e: Exception) -> str:
+    "An exception as a problem line: its message, prefixed by its type unless it is an expected ValueError / missing file."
+    return str(e) if type(e) in (ValueError, FileNotFoundError) else f"{type(e).__name__}: {e}"
+
 def verify_model_dir(model_dir: str | Path) -> list[str]:
-    "Problems of one storage model dir (empty list when it is sound)."
+    "Problems of one storage model dir (empty list when it is sound); a file that cannot be read at all is a problem too, never a crash."
     root, problems = Path(model_dir), []
     try:
         md = read_model_dir(root)
-    except (FileNotFoundError, ValueError) as e:
-        return [str(e)]
+    except Exception as e:
+        return [_problem(e)]
     if not (root / "metadata.json").is_file():
         problems.append(f"{root}: missing metadata.json")
     try:
         problems += [f"{root}: SHA256SUMS mismatch: {rel}" for rel in check_sha256sums(root)]
-    except (FileNotFoundError, ValueError) as e:
-        problems.append(str(e))
+    except Exception as e:
+        problems.append(_problem(e))
     try:
         header = safetensors_header(md.weights)
         shapes = {k: tuple(v["shape"]) for k, v in header.items()}
@@ -186,12 +190,14 @@ def verify_model_dir(model_dir: str | Path) -> list[str]:
             check_state_dict(shapes, expected_shapes(md.args), str(md.weights))
         else:
             check_state_dict(shapes, expected_hf_shapes(md.args), str(md.weights))
-    except ValueError as e:
-        problems.append(str(e))
+    except Exception as e:
+        problems.append(f"{md.weights}: {_problem(e)}" if str(md.weights) not in str(e) else _problem(e))
     try:
         check_tokenizer_vocab(md.tokenizer, md.args, str(root))
-    except (ValueError, FileNotFoundError) as e:
+    except ValueError as e:
         problems.append(str(e))
+    except Exception as e:                       # SentencePiece cannot parse it (RuntimeError), unreadable file, …
+        problems.append(f"{md.tokenizer}: not a readable SentencePiece model ({type(e).__name__}: {e})")
     return problems
 
 def verify_storage(root: str | Path | None = None) -> dict[str, list[str]]:
@@ -206,7 +212,10 @@ def verify_storage(root: str | Path | None = None) -> dict[str, list[str]]:
         meta_path = d / "metadata.json"
         if not meta_path.is_file():
             continue
-        shared = json.loads(meta_path.read_text()).get("tokenizer_shared_with", [])
+        try:
+            shared = json.loads(meta_path.read_text()).get("tokenizer_shared_with", [])
+        except (ValueError, AttributeError) as e:
+            report[d.name].append(f"{meta_path}: not a JSON object ({type(e).__name__}: {e})"); continue
         for other in shared:
             o = models / other / "tokenizer" / "tokenizer.model"
             if not o.is_file():

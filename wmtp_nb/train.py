@@ -5,7 +5,7 @@
 # %% ../nbs/13_train.ipynb #64584dbb
 from __future__ import annotations
 
-import hashlib, json, math, os, sys, time
+import hashlib, json, math, os, re, sys, time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from fastcore.script import Param, call_parse, store_true
 
-from .config import (Config, ConfigError, data_condition, dump_config, flatten_config, load_config, model_path,
-                            dataset_path, runs_root)
-from .files import atomic_write_json, atomic_write_text, progress_bar, project_root, read_jsonl, runs_dir, sha256_file
+from .config import (Config, ConfigError, check_run_name, data_condition, dump_config, flatten_config, load_config,
+                            model_path, dataset_path, runs_root)
+from .files import (RunLock, RunLockedError, atomic_write_json, atomic_write_text, progress_bar, project_root, read_jsonl,
+                           runs_dir, sha256_file)
 from .runtime import (DistInfo, autocast, barrier, broadcast_object, broadcast_parameters, configure_backends,
                              init_distributed, mean_across_ranks, seed_everything, set_gradient_sync, shard_model,
                              shutdown_distributed, sum_across_ranks, sync_gradients, apply_activation_checkpointing,
@@ -37,7 +38,7 @@ __all__ = ['PreHeads', 'HeadWeights', 'VALID_SEED', 'PROMPT_PROBES', 'COUNTS', '
            'VerifiableStage', 'Rho1Stage', 'step_counts', 'accumulate_gradients', 'reduce_step_metrics',
            'valid_metrics', 'validate', 'tracking_uri', 'mlflow_experiment', 'RunLogger', 'chosen_on_validation',
            'resolve_checkpoint', 'run_data_condition', 'resolve_init', 'build_adapter', 'build_rho1',
-           'param_fingerprint', 'check_ranks_agree', 'default_run_name', 'train', 'main']
+           'param_fingerprint', 'check_ranks_agree', 'lock_run', 'RunOutcome', 'default_run_name', 'train', 'main']
 
 # %% ../nbs/13_train.ipynb #1e14bf33
 @dataclass
@@ -686,6 +687,7 @@ class RunLogger:
         elif resume_step is None and self.jsonl.exists():
             self.jsonl.unlink()
         self.client = self.run_id = None
+        self.logged: dict[str, int] = {}                  # metric → last step already in MLflow (a resumed run skips those)
         if cfg.mlflow.enabled:
             from mlflow import MlflowClient
             from mlflow.entities import Param
@@ -697,7 +699,18 @@ class RunLogger:
             if resume_step is not None and id_file.is_file():
                 self.run_id = id_file.read_text().strip()
                 self.client.update_run(self.run_id, status="RUNNING")
+                run = self.client.get_run(self.run_id)   # steps the killed attempt logged after the checkpoint stay logged
+                self.logged = {k: max((m.step for m in self.client.get_metric_history(self.run_id, k)), default=0)
+                               for k in run.data.metrics}
+                before = run.data.tags.get("resume_steps")
+                self.client.set_tag(self.run_id, "resume_step", str(resume_step))
+                self.client.set_tag(self.run_id, "resume_steps", f"{before},{resume_step}" if before else str(resume_step))
                 return
+            if id_file.is_file():                        # starting over: a killed attempt's run must not stay RUNNING
+                try:
+                    old = id_file.read_text().strip()
+                    if self.client.get_run(old).info.status == "RUNNING": self.client.set_terminated(old, status="KILLED")
+                except Exception: pass                   # not in this store (another tracking URI): nothing to close
             condition = data_condition(cfg.data.sampling, cfg.data.is_correct)
             run = self.client.create_run(experiment_id, run_name=self.run_dir.name,
                                          tags=resolve_tags({"stage": cfg.experiment.stage, "data_condition": condition,
@@ -715,10 +728,11 @@ class RunLogger:
         if self.client is not None:
             from mlflow.entities import Metric
             now = int(time.time() * 1000)
-            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items() if math.isfinite(v)])
+            self.client.log_batch(self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()
+                                                        if math.isfinite(v) and step > self.logged.get(k, 0)])
 
     def finish(self, final: dict, status: str = "FINISHED") -> None:
-        "Final metrics as an artifact and end the MLflow run."
+        "Final metrics (with `status`, and `error` when it failed) as `final_metrics.json` and an artifact; end the MLflow run."
         atomic_write_json(self.run_dir / "final_metrics.json", final)
         if self.client is not None:
             self.client.log_dict(self.run_id, final, "final_metrics.json")
@@ -808,6 +822,10 @@ def build_rho1(cfg: Config, adapter: nn.Module, data: MicroBatches, info: DistIn
     jobs = [(data.split, data.meta, data.reader, data.collate, data.needed(n_micro, info.world_size))]
     if vset is not None: jobs.append((vset.split, vset.meta, vset.reader, vset.collate, vset.sample))
     caches, ref = {}, None
+    if info.distributed:                                   # the others wait for rank 0's scoring, which may take hours: not
+        import torch.distributed as dist                   # in a collective of the training group (30-minute timeout)
+        from datetime import timedelta
+        waiting = dist.new_group(backend="gloo", timeout=timedelta(days=2))
     for split, meta, reader, collate, needed in jobs:
         cache = ReferenceCECache(runs_root(cfg) / "cache" / "rho1", ref_dir, tok_sha, meta.jsonl_path, cfg.data.max_length, prompt_sha)
         missing = cache.missing(needed)
@@ -816,15 +834,17 @@ def build_rho1(cfg: Config, adapter: nn.Module, data: MicroBatches, info: DistIn
                 ref = ReferenceModel.from_pretrained(ref_dir, device=info.device)
                 tokenizer_identity(adapter.tokenizer_path, ref.tokenizer_path)
             bs = cfg.training.batch_size
-            for j in progress_bar(range(0, len(missing), bs), desc=f"rho1: reference CE ({split})",
-                                  enabled=cfg.training.progress, unit="batch"):
-                idx = np.asarray(missing[j: j + bs])
-                b = collate(reader.take(idx.tolist()))
-                with autocast(info.device, cfg.runtime.dtype):
-                    ce = reference_token_ce(ref, b["input_ids"].to(info.device), b["labels"].to(info.device)).float().cpu()
-                cache.add(torch.as_tensor(idx), ce, b["attention_mask"].sum(1))
+            with progress_bar(total=len(missing), desc=f"rho1: reference CE ({split})", enabled=cfg.training.progress,
+                              unit="rec") as bar:                 # records/s and the time left (ETA)
+                for j in range(0, len(missing), bs):
+                    idx = np.asarray(missing[j: j + bs])
+                    b = collate(reader.take(idx.tolist()))
+                    with autocast(info.device, cfg.runtime.dtype):
+                        ce = reference_token_ce(ref, b["input_ids"].to(info.device), b["labels"].to(info.device)).float().cpu()
+                    cache.add(torch.as_tensor(idx), ce, b["attention_mask"].sum(1))
+                    bar.update(len(idx))
             cache.save()
-        barrier()
+        if info.distributed: dist.barrier(group=waiting)
         if missing and not info.is_main: cache.table = torch.load(cache.path)
         if cache.missing(needed): raise RuntimeError(f"rho1: reference CE cache {cache.path} misses records {cache.missing(needed)[:5]}")
         if info.is_main: print(f"rho1: reference CE of {len(needed)} {split} records ({len(missing)} scored now) cached in {cache.path}", flush=True)
@@ -851,25 +871,89 @@ def check_ranks_agree(adapter: nn.Module, data: "MicroBatches", info: DistInfo, 
     if not sharded and len(fps) > 1:
         raise RuntimeError(f"ranks hold different parameters after training: {[r['fingerprint'][:12] for r in ranks]}")
 
+# %% ../nbs/13_train.ipynb #389d75f6
+def lock_run(run_dir: Path, info: DistInfo) -> RunLock | None:
+    "Rank 0 takes the run directory's lock (`files.RunLock`) and tells every rank; all ranks raise `RunLockedError` when another process holds it."
+    lock, refused = None, None
+    if info.is_main:
+        try: lock = RunLock(run_dir).acquire()
+        except RunLockedError as e: refused = str(e)
+    refused = broadcast_object(refused)                 # no rank waits in a collective for a run that will not start
+    if refused is not None:
+        raise RunLockedError(refused if info.is_main else f"rank {info.rank}: rank 0 could not lock the run: {refused}")
+    return lock
+
+@dataclass
+class RunOutcome:
+    "How a run ended, as `final_metrics.json` says it: `status` (running, finished, failed, killed), `error`, steps done, last metrics."
+    run_name: str
+    world_size: int
+    data_condition: str
+    status: str = "running"
+    error: str | None = None
+    step: int = 0                       # optimiser steps done
+    total_steps: int | None = None
+    metrics: dict = field(default_factory=dict)
+    logger: Any = None                  # what the end of the run closes (rank 0's RunLogger, every rank's CheckpointManager)
+    ckpt: Any = None
+
+    def failed(self, e: BaseException) -> None:
+        "Record the exception that ended the run."
+        self.status = "killed" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "failed"
+        self.error = f"terminated (exit status {e.code})" if isinstance(e, SystemExit) else f"{type(e).__name__}: {e}"
+
+    def final(self, run_dir: Path) -> dict:
+        "The final metrics: the last step's metrics and how the run ended (`checkpoint_step`: where a rerun resumes)."
+        try: ckpt_step = json.loads((Path(run_dir) / "last" / "meta.json").read_text())["step"]
+        except (OSError, ValueError, KeyError): ckpt_step = None
+        return {**self.metrics, "status": self.status, "error": self.error, "step": self.step, "total_steps": self.total_steps,
+                "checkpoint_step": ckpt_step, "run_name": self.run_name, "world_size": self.world_size,
+                "data_condition": self.data_condition}
+
 # %% ../nbs/13_train.ipynb #592af559
 def default_run_name(cfg: Config, preset: str | None = None) -> str:
-    "`<stage>-<preset>-<YYYYmmdd-HHMMSS>`."
-    return f"{cfg.experiment.stage}-{Path(str(preset)).stem if preset else 'default'}-{time.strftime('%Y%m%d-%H%M%S')}"
+    "`<stage>-<preset>-<YYYYmmdd-HHMMSS>` (characters a run name may not hold become `-`)."
+    tag = re.sub(r"[^A-Za-z0-9._+=@,-]", "-", Path(str(preset)).stem) if preset else "default"
+    return f"{cfg.experiment.stage}-{tag}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 def train(cfg: Config, preset: str | None = None) -> dict:
-    "Train `cfg.experiment.stage` under the current process group (or alone); returns the final metrics on every rank."
-    from wmtp_nb.tokenizer import load_tokenizer
+    "Train `cfg.experiment.stage` under the current process group (or alone), as the only writer of its run directory; returns the final metrics on every rank."
     info = init_distributed(cfg.runtime.device)
     configure_backends(cfg.runtime.tf32, cfg.runtime.num_threads)
     seed_everything(cfg.runtime.seed, info.rank)
-    run_name = broadcast_object(cfg.experiment.run_name or default_run_name(cfg, preset))
+    run_name = check_run_name(broadcast_object(cfg.experiment.run_name or default_run_name(cfg, preset)))
     cfg = cfg.model_copy(update={"experiment": cfg.experiment.model_copy(update={"run_name": run_name})})
     run_dir = runs_root(cfg) / run_name
+    lock = lock_run(run_dir, info)
+    out = RunOutcome(run_name, info.world_size, data_condition(cfg.data.sampling, cfg.data.is_correct))
+    try:
+        _train(cfg, info, run_dir, out)
+        out.status = "finished"
+    except BaseException as e:
+        out.failed(e)
+        if out.ckpt is not None:                          # a checkpoint in flight still completes: a rerun resumes from it
+            try: out.ckpt.close()
+            except BaseException as e2: print(f"closing the checkpoints after the failure failed too: {e2!r}", file=sys.stderr)
+        raise
+    finally:
+        if info.is_main:
+            try:
+                if out.logger is not None: out.logger.finish(out.final(run_dir), out.status.upper())
+                else: atomic_write_json(run_dir / "final_metrics.json", out.final(run_dir))
+            finally: lock.release()
+    barrier()
+    return out.final(run_dir)
+
+def _train(cfg: Config, info: DistInfo, run_dir: Path, out: RunOutcome) -> None:
+    "The body of `train`, under the run's lock; progress is recorded in `out`."
+    from wmtp_nb.tokenizer import load_tokenizer
+    run_name = cfg.experiment.run_name
     t = cfg.training
     condition = data_condition(cfg.data.sampling, cfg.data.is_correct)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", f"# data condition: {condition}\n" + dump_config(cfg))
+        atomic_write_json(run_dir / "final_metrics.json", out.final(run_dir))  # "running": a stale outcome never stays
     preflight(cfg, info.world_size, info.device, info.is_main)  # memory plan; on CUDA refuses to start when it cannot fit
     adapter = build_adapter(cfg, info.device)
     if adapter.tokenizer_path is None: raise ValueError("the policy has no tokenizer (tokenizer/tokenizer.model missing)")
@@ -877,7 +961,7 @@ def train(cfg: Config, preset: str | None = None) -> dict:
     data = MicroBatches(cfg, tokenizer, info.rank, info.world_size)
     vset = ValidationSet(cfg, tokenizer, info.rank, info.world_size) if cfg.data.valid_split else None
     global_batch = t.batch_size * t.grad_accum * info.world_size
-    total = t.max_steps or max(1, len(data.order) // global_batch)
+    total = out.total_steps = t.max_steps if t.max_steps is not None else max(1, len(data.order) // global_batch)
     if cfg.experiment.stage == "rho1": stage = build_rho1(cfg, adapter, data, info, total * t.grad_accum, vset)
     else: stage = STAGES[cfg.experiment.stage](cfg, adapter, info)
     params = stage.trainable()
@@ -889,20 +973,24 @@ def train(cfg: Config, preset: str | None = None) -> dict:
     else: broadcast_parameters(adapter)
     params = [p for p in adapter.parameters() if p.requires_grad]
     opt, sch = make_optimizer(params, cfg, total)
-    ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep, cfg.checkpoint.best_metric, cfg.checkpoint.best_mode,
-                             cfg.checkpoint.remote_url, info.is_main)
+    ckpt = out.ckpt = CheckpointManager(run_dir, cfg.checkpoint.keep, cfg.checkpoint.best_metric, cfg.checkpoint.best_mode,
+                                        cfg.checkpoint.remote_url, info.is_main)
+    found = broadcast_object(ckpt.recover() if info.is_main else None)  # rank 0 repairs a cut save; every rank gets its answer
     start, last_metrics = 0, {}
-    if cfg.checkpoint.resume and is_checkpoint(ckpt.last):
+    if found is not None and not cfg.checkpoint.resume and info.is_main:
+        print(f"checkpoint.resume=false: starting over; {found} is replaced at this run's first save", flush=True)
+    if cfg.checkpoint.resume and found is not None:
         state = ckpt.load(adapter, opt, sch, rank=info.rank, world_size=info.world_size)
         start = int(state["step"])
         stage.load_state_dict(state.get("stage", {}))
         last_metrics = json.loads((ckpt.last / "meta.json").read_text())["metrics"]  # kept if nothing is left to do
+        out.step, out.metrics = start, last_metrics
         if info.is_main: print(f"resumed {run_name} from {ckpt.last} at step {start}/{total}", flush=True)
         if info.is_main and state.get("global_batch", global_batch) != global_batch:
             print(f"data: the checkpoint was written with {state['global_batch']} sequences per optimiser step, this run has "
                   f"{global_batch} (batch_size × grad_accum × world size): the steps after {start} read other samples than the "
                   f"original run; set training.grad_accum to keep {state['global_batch']} to continue the same order", flush=True)
-    logger = RunLogger(cfg, run_dir, resume_step=start if start else None) if info.is_main else None
+    logger = out.logger = RunLogger(cfg, run_dir, resume_step=start if start else None) if info.is_main else None
     if info.is_main and not start:
         print(f"{cfg.experiment.stage}: data condition {condition} ({cfg.data.sampling}, {len(data.order)} samples), "
               + (f"validation on {len(vset.sample)} {vset.split} records every {t.eval_every} steps" if vset else "no validation")
@@ -911,7 +999,6 @@ def train(cfg: Config, preset: str | None = None) -> dict:
     bar = tqdm(total=total, initial=start, desc=f"{cfg.experiment.stage}", disable=not (info.is_main and t.progress and sys.stderr.isatty()),
                mininterval=5, file=sys.stderr)
     adapter.train()
-    status = "FAILED"
     try:
         for step in range(start, total):
             t0 = time.perf_counter()
@@ -925,7 +1012,7 @@ def train(cfg: Config, preset: str | None = None) -> dict:
             metrics.update({"lr": sch.get_last_lr()[0], "tokens/s": ntok * info.world_size / dt, "step_time_s": dt})
             validated = vset is not None and ((step + 1) % t.eval_every == 0 or step + 1 == total)
             if validated: metrics.update(validate(stage, vset))
-            last_metrics = metrics
+            out.step, out.metrics = step + 1, metrics
             if info.is_main:
                 bar.update(1)
                 if (step + 1) % t.log_every == 0 or step + 1 == total or validated:
@@ -940,16 +1027,10 @@ def train(cfg: Config, preset: str | None = None) -> dict:
                 ckpt.save(step + 1, adapter, opt, sch, state={"step": step + 1, "micro_batches": (step + 1) * t.grad_accum,
                                                                   "global_batch": global_batch, "stage": stage.state_dict()},
                           metrics=metrics)
-        status = "FINISHED"
+        ckpt.close()                                                            # the last checkpoint published (and copied)
         check_ranks_agree(adapter, data, info, run_dir, sharded=fsdp)
     finally:
         bar.close()
-        final = {**last_metrics, "step": total, "run_name": run_name, "world_size": info.world_size,
-                 "data_condition": condition}
-        if info.is_main and logger is not None: logger.finish(final, status)
-        ckpt.close()
-    barrier()
-    return final
 
 # %% ../nbs/13_train.ipynb #26f59fbe
 @call_parse
@@ -973,5 +1054,9 @@ def main(config: Param("recipe YAML (configs/<stage>.yaml)", str) = "configs/bas
         for n in plan.settings.get("notes", []): print(f"#   note: {n}")
         if cfg.runtime.device == "auto" and dev == "cpu": print("#   (planned for CPU: no GPU here; --override runtime.device=cuda plans for GPUs)")
         return
+    import signal                                   # SIGTERM (torchrun stopping a failed job, Slurm preemption) unwinds
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))   # like Ctrl-C: status "killed", lock released
     try: train(cfg, preset)
+    except RunLockedError as e:
+        print(f"error: {e}", file=sys.stderr); sys.exit(3)
     finally: shutdown_distributed()

@@ -28,8 +28,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ModelArgs", "RMSNorm", "Attention", "FeedForward", "TransformerBlock", "Transformer", "ffn_hidden_dim",
+__all__ = ["REQUIRED_PARAMS", "ModelArgs", "RMSNorm", "Attention", "FeedForward", "TransformerBlock", "Transformer", "ffn_hidden_dim",
            "precompute_rope", "apply_rope"]
+
+
+# Keys every params.json must hold (SPEC §4): a default for them would build a different model and the error would then
+# blame the weights. n_kv_heads, ffn_dim_multiplier and rope_theta are optional (Meta's defaults).
+REQUIRED_PARAMS = ("dim", "n_layers", "n_heads", "vocab_size", "multiple_of", "norm_eps", "n_future_tokens")
+_RUNTIME_ONLY = ("max_batch_size", "max_seq_len")  # cache sizes, not part of params.json
 
 
 @dataclass
@@ -63,7 +69,7 @@ class ModelArgs:
 
     @classmethod
     def from_params(cls, params: dict | str | Path, **overrides) -> "ModelArgs":
-        "Build from a `params.json` path or dict; unknown keys are an error naming them and the file."
+        "Build from a `params.json` path or dict; missing required keys, unknown keys and mistyped values are errors naming them and the file."
         src = "params"
         if not isinstance(params, dict):
             src = str(params)
@@ -79,6 +85,17 @@ class ModelArgs:
         unknown = sorted(set(params) - known)
         if unknown:
             raise ValueError(f"{src}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        missing = [k for k in REQUIRED_PARAMS if k not in params]
+        if missing:
+            optional = sorted(known - set(REQUIRED_PARAMS) - set(_RUNTIME_ONLY))
+            raise ValueError(f"{src}: missing required key(s) {missing} (required: {sorted(REQUIRED_PARAMS)}; optional: {optional})")
+        for f in fields(cls):
+            v = params.get(f.name)
+            if f.name not in params or (v is None and f.type.startswith("Optional")): continue
+            if "int" in f.type and (isinstance(v, bool) or not isinstance(v, int)):
+                raise ValueError(f"{src}: {f.name!r} must be an integer, got {v!r}")
+            if "float" in f.type and (isinstance(v, bool) or not isinstance(v, (int, float))):
+                raise ValueError(f"{src}: {f.name!r} must be a number, got {v!r}")
         return cls(**params)
 
     def to_params(self) -> dict:
