@@ -1,7 +1,8 @@
 """`make demo`: the CPU-scale benchmark of issue 14, end to end, through the papermill notebooks.
 
-    python tools/demo.py [--seeds 0,1,2] [--jobs 1] [--tiny]          # what `make demo` runs (after `make assets`)
+    python tools/demo.py [--seeds 0,1,2] [--jobs 2] [--tiny]          # what `make demo` runs (after `make assets`)
     python tools/demo.py --compare runs/analysis/synthetic_report.json other/analysis/synthetic_report.json
+    python tools/demo.py --markdown runs/analysis/synthetic_report.json          # the README's tables
 
 Steps (each a papermill run whose executed copy lands in runs/; every finished step is skipped on a re-run, so a
 killed demo resumes; delete runs/synth-* to train again):
@@ -18,8 +19,9 @@ killed demo resumes; delete runs/synth-* to train again):
 4. `nbs/analysis_weights.ipynb` (training curves and the bug-token credit score) and `nbs/analysis_passk.ipynb`
    (Pass@1/5 per experiment over tasks and seeds, paired differences) for the runs tagged `benchmark: synthetic`.
 5. `runs/analysis/synthetic_report.json`: every figure of the benchmark and nothing machine-dependent (no times,
-   paths or ids), so that two demos from the same seeds can be compared byte for byte (`--compare`); the wall time
-   goes to `runs/analysis/demo_time.json`.
+   paths or ids), so that two demos from the same seeds can be compared byte for byte (`--compare`); the wall and
+   CPU time (this process and every finished child) and the mean 1-minute load average go to
+   `runs/analysis/demo_time.json` (the demo shares its cores: CPU time and load say what the wall time means).
 
 `--tiny` (tests): 2-step runs, 1 seed, 2 samples on 4 tasks, to check that the pipeline runs; `--storage`/`--runs`
 point elsewhere (else $WMTP_STORAGE / $WMTP_RUNS or storage/, runs/).
