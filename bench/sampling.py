@@ -1,105 +1,216 @@
-"""Sampling at CodeContests scale: stage 1 (50 K, balanced) and stage 2 (200 K, curriculum) on 3.7 M records.
+"""Sampling at CodeContests scale: the Arrow data layer (Hugging Face `datasets`) beside the layer it replaced.
 
     .venv/bin/python bench/sampling.py [--n-records 3719500] [--cache storage/bench/codecontests-synth]
+                                       [--baseline 7ecac99] [--convert] [--repeat 7] [--no-bytecode-cache]
 
-Builds the synthetic dataset once (wmtp_nb.datasets.make_synthetic_codecontests -> convert_codecontests: parquet in
-the real schema, then the storage layout; ~1.9 GB of JSONL, a few minutes on 2 cores), then runs each measurement in
-a fresh Python process and prints wall time, index-selection time, read time and peak RSS
-(resource.getrusage(RUSAGE_SELF).ru_maxrss of the child). Two ways of reading the chosen records are timed:
-streaming (`RecordReader.iter_take`, what a DataLoader does batch by batch) and materialising the whole list
-(`RecordReader.take`). For comparison the naive approach (json.load of the metadata file, then a full pass over the
-JSONL keeping the chosen lines) is measured in the same run on stage 1.
+Synthetic CodeContests parquet files (wmtp_nb.datasets.make_synthetic_codecontests: the real schema, SPEC §5 sizes)
+are generated once and converted twice, each conversion timed in a fresh process: by this checkout (JSONL + metadata
++ Arrow form) and by the baseline commit's wmtp_nb (`git archive` into a temporary directory, put first on PYTHONPATH:
+JSONL + metadata + npy column cache read by the byte-offset `RecordReader`). The two JSONL files must be identical.
+Conversions are cached (their times are printed from the cache); `--convert` redoes and re-times them.
+
+Then every figure comes from a fresh process, both layers side by side, on the 3.69 M-record train split:
+  select  load the sampling columns, draw the sample (stage 1: 50 K balanced; stage 2: 200 K curriculum), shard it
+          for one rank: the selection (the issue-17 gate: stage 2 with peak RSS < 280 MB, wall <= 1.5x the old layer's)
+  rows    the same, then make the rank's records readable: `Dataset.select(shard)` of the Arrow form (which imports
+          `datasets`), or a `RecordReader` over the JSONL: what `MicroBatches` does before step 1
+  read    the same, then read every chosen record in micro-batches of 8 in sample order, as `MicroBatches.batch` does
+Children reuse compiled bytecode (kept in a temporary directory, compiled by one untimed run of each layer), as an
+installed package does; `--no-bytecode-cache` keeps PYTHONDONTWRITEBYTECODE, if set, so every child compiles.
+Each `select` figure is the run of median wall time out of `--repeat` (7) runs per layer, old and new alternating
+(peak RSS: the highest of them); `rows` and `read` run once.
+Columns: seconds to select, to make the rows readable, to read; wall seconds of the whole process (interpreter start-up
+excluded, imports included); peak RSS (VmHWM); RSS after the imports; anonymous RSS at the end (the process's own memory:
+the rest of a peak is pages of memory-mapped files, page cache the kernel can reclaim); a hash of the drawn indices,
+which must be equal for both layers.
 """
-import argparse, json, subprocess, sys, time
+import argparse, json, os, subprocess, sys, tempfile, time
 from pathlib import Path
 
-# This process stays lean (stdlib only): Linux keeps ru_maxrss across fork + exec, so a child would report the
-# parent's peak. Building the dataset and measuring both happen in child processes.
+# This process stays lean (stdlib only) and measures nothing itself: every figure is a child's own /proc/self/status.
+ROOT = Path(__file__).resolve().parents[1]
 
 CHILD = r"""
-import json, resource, sys, time
+import hashlib, json, sys, time
 t0 = time.perf_counter()
+def status():
+    d = {}
+    for line in open("/proc/self/status"):
+        k, v = line.split(":", 1)
+        if k in ("VmHWM", "RssAnon", "RssFile"): d[k] = int(v.split()[0]) / 1024
+    return d
 import numpy as np
+import wmtp_nb.sampling
 from wmtp_nb.sampling import load_metadata, sample_balanced, sample_curriculum, shard
-rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MB (Linux: KB)
 ds, stage, n, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-rss_import = rss()
-if mode == "naive":  # the seed's way: parse all metadata, then scan the text for the chosen lines
-    t = time.perf_counter()
-    meta = json.load(open(f"{ds}/processed/train_metadata.json"))["metadata"]
-    cor = np.array([m["is_correct"] for m in meta]); dif = np.array([m["difficulty"] for m in meta])
-    class M: pass
-    m = M(); m.is_correct, m.difficulty, m.jsonl_path = cor, dif, ds
-    idx = sample_balanced(m, n, seed=0) if stage == "stage1" else sample_curriculum(m, n, seed=0)
-    t_select = time.perf_counter() - t
-    t = time.perf_counter()
-    want = set(idx.tolist()); recs = []
-    with open(f"{ds}/processed/train.jsonl") as f:
-        for i, line in enumerate(f):
-            if i in want: recs.append(json.loads(line))
-    chars = sum(len(r["output"]) for r in recs)
-else:
-    t = time.perf_counter()
-    meta = load_metadata(ds, "train")
-    idx = sample_balanced(meta, n, seed=0) if stage == "stage1" else sample_curriculum(meta, n, seed=0)
-    idx = shard(idx, 0, 1)
-    t_select = time.perf_counter() - t
-    t = time.perf_counter()
-    reader = meta.reader()
-    if mode == "stream":
-        chars = sum(len(r["output"]) for r in reader.iter_take(idx))
+arrow = not hasattr(wmtp_nb.sampling, "RecordReader")  # which layer this is
+rss_import = status()["VmHWM"]
+t = time.perf_counter()
+meta = load_metadata(ds, "train")
+idx = sample_balanced(meta, n, seed=0) if stage == "stage1" else sample_curriculum(meta, n, seed=0)
+mine = shard(idx, 0, 1)
+t_select = time.perf_counter() - t
+t = time.perf_counter()
+if mode in ("rows", "read"):
+    if arrow:
+        rows = meta.records.select(mine).select_columns(["instruction", "input", "output", "task_id", "is_correct"])
     else:
-        recs = reader.take(idx); chars = sum(len(r["output"]) for r in recs)
+        reader = meta.reader()
+t_rows = time.perf_counter() - t
+t, chars = time.perf_counter(), 0
+if mode == "read":
+    if arrow:
+        for j in range(0, len(mine), 8):
+            chars += sum(map(len, rows[list(range(j, min(j + 8, len(mine))))]["output"]))
+    else:
+        for j in range(0, len(mine), 8):
+            chars += sum(len(r["output"]) for r in reader.take(mine[j:j + 8].tolist()))
 t_read = time.perf_counter() - t
-print(json.dumps({"select_s": t_select, "read_s": t_read, "wall_s": time.perf_counter() - t0,
-                  "peak_rss_mb": rss(), "rss_after_import_mb": rss_import, "chars": chars}))
+end = status()
+print(json.dumps({"layer": "arrow" if arrow else "offsets", "select_s": t_select, "rows_s": t_rows, "read_s": t_read,
+                  "wall_s": time.perf_counter() - t0, "peak_rss_mb": end["VmHWM"], "rss_import_mb": rss_import,
+                  "anon_end_mb": end["RssAnon"], "chars": chars,
+                  "indices": hashlib.sha256(np.asarray(mine, np.int64).tobytes()).hexdigest()[:12]}))
 """
-
 
 BUILD = r"""
 import json, sys, time
 from pathlib import Path
-from wmtp_nb.datasets import convert_codecontests, make_synthetic_codecontests
-from wmtp_nb.files import check_sha256sums
-cache, n_records = Path(sys.argv[1]), int(sys.argv[2])
-ds, stamp = cache / "dataset", cache / "built.json"
-if stamp.is_file() and json.loads(stamp.read_text()) == {"n_records": n_records} and not check_sha256sums(ds):
-    print("dataset cached"); sys.exit(0)
-t = time.time()
-make_synthetic_codecontests(cache / "raw", n_records, seed=0)
-print(f"generated parquet in {time.time() - t:.0f} s"); t = time.time()
-convert_codecontests(cache / "raw", ds, max_tokens=None, overwrite=True)  # short texts: no record is near 2048 tokens
-stamp.write_text(json.dumps({"n_records": n_records}))
-print(f"converted in {time.time() - t:.0f} s")
+import wmtp_nb.sampling
+from wmtp_nb.datasets import convert_codecontests
+raw, out = Path(sys.argv[1]), Path(sys.argv[2])
+t = time.perf_counter()
+convert_codecontests(raw, out, max_tokens=None, overwrite=True, progress=False)  # short texts: none near 2048 tokens
+print(json.dumps({"convert_s": time.perf_counter() - t, "layer": "offsets" if hasattr(wmtp_nb.sampling, "RecordReader") else "arrow"}))
+"""
+
+GENERATE = r"""
+import json, sys
+from wmtp_nb.datasets import make_synthetic_codecontests
+print(json.dumps(make_synthetic_codecontests(sys.argv[1], int(sys.argv[2]), seed=0, progress=False)))
 """
 
 
-def child(ds: Path, stage: str, n: int, mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(ds), stage, str(n), mode], capture_output=True, text=True)
+PYCACHE: str | None = None  # where the children keep bytecode (None: as the environment says)
+
+
+def run(code: str, *args, pythonpath: str | None = None) -> dict:
+    "Run `code` in a fresh interpreter (offline, one thread); its last stdout line as JSON."
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    if PYCACHE:  # bytecode compiled once and reused, as an ordinary install does (never inside the checkout)
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        env["PYTHONPYCACHEPREFIX"] = PYCACHE
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath + os.pathsep + env.get("PYTHONPATH", "")
+    # cwd outside the checkout: `python -c` puts the cwd first on sys.path, before PYTHONPATH
+    out = subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, env=env,
+                         cwd=tempfile.gettempdir())
     if out.returncode:
-        raise RuntimeError(out.stderr)
+        raise RuntimeError(out.stderr[-4000:])
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def baseline_package(rev: str, into: Path) -> str:
+    "The wmtp_nb (and vendor) of commit `rev`, extracted from git into `into`; the directory for PYTHONPATH."
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", rev, "wmtp_nb", "vendor"], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return str(into)
+
+
+def converted(raw: Path, out: Path, stamp: dict, force: bool, pythonpath: str | None = None) -> float:
+    "Convert `raw` into `out` (timed, in a child) unless the cached conversion matches `stamp`; the conversion seconds."
+    f = out.parent / f"{out.name}.json"
+    if not force and f.is_file() and (rec := json.loads(f.read_text()))["stamp"] == stamp and (out / "processed").is_dir():
+        return rec["convert_s"]
+    r = run(BUILD, raw, out, pythonpath=pythonpath)
+    if r["layer"] != ("offsets" if pythonpath else "arrow"):
+        raise RuntimeError(f"the conversion into {out} ran the {r['layer']} layer, not the one asked for")
+    f.write_text(json.dumps({"stamp": stamp, "convert_s": r["convert_s"]}))
+    return r["convert_s"]
+
+
+def same_file(a: Path, b: Path, block: int = 1 << 24) -> bool:
+    "Byte-for-byte equality of two files, read in blocks."
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while x := fa.read(block):
+            if x != fb.read(block):
+                return False
+    return True
+
+
 def main():
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-records", type=int, default=3_719_500)  # SPEC §5: 3.69 M train + 14.7 K valid + 14.8 K test
-    ap.add_argument("--cache", default=str(Path(__file__).resolve().parents[1] / "storage" / "bench" / "codecontests-synth"))
-    ap.add_argument("--naive", action="store_true", help="also time the naive full-parse approach (slow, ~GB RSS)")
+    ap.add_argument("--cache", default=str(ROOT / "storage" / "bench" / "codecontests-synth"))
+    ap.add_argument("--baseline", default="7ecac99", help="commit whose data layer is measured beside this one")
+    ap.add_argument("--convert", action="store_true", help="convert (and time) both datasets again")
+    ap.add_argument("--repeat", type=int, default=7, help="runs of each select figure (the median wall is shown)")
+    ap.add_argument("--no-bytecode-cache", action="store_true",
+                    help="leave PYTHONDONTWRITEBYTECODE as it is (each child then compiles every module it imports)")
     a = ap.parse_args()
-    subprocess.run([sys.executable, "-c", BUILD, a.cache, str(a.n_records)], check=True)
-    ds = Path(a.cache) / "dataset"
-    st = json.loads((ds / "stats/train.json").read_text())
-    size = (ds / "processed/train.jsonl").stat().st_size
-    print(f"dataset: {ds} train {st['records']:,} records ({st['correct']:,} correct), JSONL {size / 1e9:.2f} GB, "
-          f"{size / st['records']:.0f} B/record; difficulty {st['difficulty']}")
-    runs = [("stage1", 50_000, "stream"), ("stage1", 50_000, "list"), ("stage2", 200_000, "stream"),
-            ("stage2", 200_000, "list")] + ([("stage1", 50_000, "naive")] if a.naive else [])
-    print(f"{'stage':7} {'n':>7} {'read':7} {'select s':>9} {'read s':>7} {'wall s':>7} {'peak RSS MB':>12} {'RSS after imports':>18}")
-    for stage, n, mode in runs:
-        r = child(ds, stage, n, mode)
-        print(f"{stage:7} {n:7d} {mode:7} {r['select_s']:9.3f} {r['read_s']:7.2f} {r['wall_s']:7.2f} "
-              f"{r['peak_rss_mb']:12.0f} {r['rss_after_import_mb']:18.0f}")
+    cache = Path(a.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    raw, stamp = cache / "raw", {"n_records": a.n_records}
+    if not ((cache / "raw.json").is_file() and json.loads((cache / "raw.json").read_text()) == stamp):
+        t = time.time()
+        run(GENERATE, raw, a.n_records)
+        (cache / "raw.json").write_text(json.dumps(stamp))
+        print(f"generated {a.n_records:,} records of parquet in {time.time() - t:.0f} s")
+    with tempfile.TemporaryDirectory(prefix="wmtp-bench-baseline-") as tmp:
+        old_pkg = baseline_package(a.baseline, Path(tmp))
+        layers = {"old": (cache / "old", old_pkg, f"{a.baseline} (offsets + npy cache)"),
+                  "new": (cache / "new", None, "this checkout (datasets Arrow)")}
+        conv = {k: converted(raw, d, {**stamp, "rev": a.baseline if pp else "checkout"}, a.convert, pp)
+                for k, (d, pp, _) in layers.items()}
+        jsonl = {k: d / "processed" / "train.jsonl" for k, (d, _, _) in layers.items()}
+        st = json.loads((cache / "new" / "stats" / "train.json").read_text())
+        print(f"train split: {st['records']:,} records ({st['correct']:,} correct), JSONL {jsonl['new'].stat().st_size / 1e9:.2f} GB "
+              f"({'identical' if same_file(jsonl['old'], jsonl['new']) else 'DIFFERENT'} for both layers); "
+              f"difficulty {st['difficulty']}")
+        arrow_gb = sum(f.stat().st_size for f in (cache / "new" / "arrow" / "train").glob("*.arrow")) / 1e9
+        print(f"conversion of all {a.n_records:,} records (parquet -> storage layout, one process): "
+              f"old {conv['old']:.0f} s (JSONL + metadata + npy cache), new {conv['new']:.0f} s "
+              f"(JSONL + metadata + Arrow form, {arrow_gb:.2f} GB for train)" + ("" if a.convert else "  [as cached; --convert re-times]"))
+        global PYCACHE
+        bytecode = "compiled in every child (PYTHONDONTWRITEBYTECODE)" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "cached"
+        if not a.no_bytecode_cache:
+            PYCACHE, bytecode = str(Path(tmp) / "pycache"), "cached (one untimed run of each layer first)"
+            for k, (d, pp, _) in layers.items():  # compile what each layer imports; nothing of this is timed
+                run(CHILD, d, "stage1", 1000, "rows", pythonpath=pp)
+        print(f"bytecode: {bytecode}; machine load (1, 5, 15 min): {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+        print(f"{'stage':7} {'n':>7} {'mode':6} {'layer':32} {'select s':>8} {'rows s':>7} {'read s':>7} {'wall s':>7} "
+              f"{'peak RSS MB':>11} {'after imports':>13} {'anon at end':>11}  indices")
+        res = {}
+        for stage, n in (("stage1", 50_000), ("stage2", 200_000)):
+            for mode in ("select", "rows", "read"):
+                runs = {"old": [], "new": []}
+                for _ in range(a.repeat if mode == "select" else 1):  # old and new alternate: both meet the same load
+                    for k in ("old", "new"):
+                        d, pp, name = layers[k]
+                        runs[k].append(r := run(CHILD, d, stage, n, mode, pythonpath=pp))
+                        if r["layer"] != ("offsets" if pp else "arrow"):
+                            raise RuntimeError(f"{name}: the child ran the {r['layer']} layer")
+                for k in ("old", "new"):
+                    name = layers[k][2]
+                    r = res[stage, mode, k] = sorted(runs[k], key=lambda x: x["wall_s"])[len(runs[k]) // 2]  # median wall
+                    r["peak_rss_mb"] = max(x["peak_rss_mb"] for x in runs[k])
+                    if len({x["indices"] for x in runs[k]}) > 1:
+                        raise RuntimeError(f"{name}: repeated runs drew different indices")
+                    print(f"{stage:7} {n:7d} {mode:6} {name:32} {r['select_s']:8.3f} {r['rows_s']:7.3f} {r['read_s']:7.2f} "
+                          f"{r['wall_s']:7.2f} {r['peak_rss_mb']:11.0f} {r['rss_import_mb']:13.0f} {r['anon_end_mb']:11.0f}  "
+                          f"{r['indices']}")
+                o, nw = res[stage, mode, "old"], res[stage, mode, "new"]
+                ratio = lambda k: f"{nw[k] / o[k]:7.2f}" if o[k] > 0.0005 else f"{'-':>7}"
+                print(f"{'':7} {'':7} {'':6} {'new / old':32} {nw['select_s'] / o['select_s']:8.2f} {ratio('rows_s')} "
+                      f"{ratio('read_s')} {nw['wall_s'] / o['wall_s']:7.2f} {nw['peak_rss_mb'] / o['peak_rss_mb']:11.2f}  "
+                      f"{'same indices' if o['indices'] == nw['indices'] else 'INDICES DIFFER'}")
+        g = res["stage2", "select", "new"], res["stage2", "select", "old"]
+        print(f"gate (stage-2 select, 200 K): peak RSS {g[0]['peak_rss_mb']:.0f} MB (< 280: {'yes' if g[0]['peak_rss_mb'] < 280 else 'NO'}), "
+              f"wall {g[0]['wall_s']:.2f} s vs {g[1]['wall_s']:.2f} s = {g[0]['wall_s'] / g[1]['wall_s']:.2f}x "
+              f"(<= 1.5x: {'yes' if g[0]['wall_s'] <= 1.5 * g[1]['wall_s'] else 'NO'}); bytecode {bytecode.split(' (')[0]}, "
+              f"load {os.getloadavg()[0]:.1f}")
 
 
 main()

@@ -1,5 +1,5 @@
 """Data commands and multi-process sampling, run as fresh processes (what a user or torchrun does)."""
-import json, subprocess, sys
+import json, os, shutil, subprocess, sys
 from pathlib import Path
 
 import numpy as np
@@ -8,14 +8,16 @@ from wmtp_nb.files import check_sha256sums, read_jsonl
 
 
 SCRIPTS = {"prepare_data_cli": "wmtp_prepare_data", "convert_codecontests_cli": "wmtp_convert_codecontests",
-           "make_synthetic_codecontests_cli": "wmtp_make_synthetic_codecontests"}
+           "make_synthetic_codecontests_cli": "wmtp_make_synthetic_codecontests", "build_arrow_cli": "wmtp_build_arrow"}
+OFFLINE = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}  # the data layer never needs the hub
 
 
 def cli(func: str, *args, env=None) -> subprocess.CompletedProcess:
-    "Run a console script of wmtp_nb.datasets (the one installed beside this interpreter, no PATH lookup)."
+    "Run a data console script (the one installed beside this interpreter, no PATH lookup), offline."
     script = Path(sys.executable).parent / SCRIPTS[func]
     assert script.is_file(), f"{script} missing: run `make install` (settings.ini console_scripts)"
-    out = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True,
+                         env={**(env or os.environ), **OFFLINE})
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -49,13 +51,14 @@ ds, stage, rank, world = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.arg
 meta = load_metadata(ds, "train")
 idx = sample_balanced(meta, 2000, seed=7) if stage == "1" else sample_curriculum(meta, 3000, seed=7, replace=True)
 mine = shard(idx, rank, world)
-recs = meta.reader().take(mine)
+recs = meta.records.select(mine)
 print(json.dumps({"idx": mine.tolist(), "all": idx.tolist(), "ok": [r["is_correct"] == bool(meta.is_correct[i]) for r, i in zip(recs, mine)]}))
 """
     for stage in ("1", "2"):
         for world in (1, 2, 3, 4):
             outs = [json.loads(subprocess.run([sys.executable, "-c", code, str(tmp_path / "cc"), stage, str(r), str(world)],
-                                              capture_output=True, text=True, check=True).stdout) for r in range(world)]
+                                              capture_output=True, text=True, check=True, env={**os.environ, **OFFLINE}
+                                              ).stdout.strip().splitlines()[-1]) for r in range(world)]
             assert all(o["all"] == outs[0]["all"] for o in outs)  # same sample in every process
             joined = sorted(i for o in outs for i in o["idx"])
             assert joined == sorted(outs[0]["all"])  # covering
@@ -74,3 +77,21 @@ def test_convert_codecontests_with_project_tokenizer(tmp_path):
     recs = read_jsonl(tmp_path / "cc/processed/test.jsonl")
     assert [r["task_id"] for r in recs] == ["1_A_correct_0", "1_A_incorrect_0"]
     assert json.loads(out.stdout)["test"]["conversion"] == {"problems": 1, "kept": 2, "dropped_language": 1, "dropped_too_long": 1}
+
+
+def test_build_arrow_for_storage_written_before_it(tmp_path):
+    "The one-time step: a dataset with JSONL, metadata and the old npy cache gets its Arrow form; idempotent; verified."
+    cli("prepare_data_cli", "--storage", tmp_path, "--only", "humaneval")
+    d = tmp_path / "datasets_v2" / "humaneval"
+    shutil.rmtree(d / "arrow")
+    (d / "cache" / "test").mkdir(parents=True)
+    (d / "cache" / "test" / "offsets.npy").write_bytes(b"old")
+    out = cli("build_arrow_cli", "--root", tmp_path)
+    assert "humaneval/test: built" in out.stdout, out.stdout
+    assert not (d / "cache").exists()
+    assert "humaneval/test: current" in cli("build_arrow_cli", "--root", d).stdout
+    from datasets import load_from_disk
+    rows = load_from_disk(str(d / "arrow" / "test"))
+    assert rows["task_id"] == [r["task_id"] for r in read_jsonl(d / "processed" / "test.jsonl")]
+    from wmtp_nb.sampling import verify_dataset
+    assert verify_dataset(d) == []

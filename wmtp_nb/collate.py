@@ -5,6 +5,7 @@
 # %% ../nbs/09_collate.ipynb #9ce269b8
 from __future__ import annotations
 
+import hashlib, json
 from typing import Callable, Mapping, Sequence
 
 import torch
@@ -12,7 +13,8 @@ import torch
 from .tokenizer import encode_continuation, encode_prompt
 
 # %% auto #0
-__all__ = ['ALPACA_PROMPT', 'ALPACA_PROMPT_NO_INPUT', 'COLLATE_VERSION', 'alpaca_prompt', 'MTPCollator', 'mtp_targets']
+__all__ = ['ALPACA_PROMPT', 'ALPACA_PROMPT_NO_INPUT', 'COLLATE_COLUMNS', 'PROMPT_PROBES', 'COLLATE_VERSION', 'alpaca_prompt',
+           'as_rows', 'MTPCollator', 'mtp_targets']
 
 # %% ../nbs/09_collate.ipynb #83acc1c9
 ALPACA_PROMPT = ("Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -40,6 +42,20 @@ def alpaca_prompt(record: Mapping) -> str:
         return ALPACA_PROMPT.format(instruction=instruction, input=inp)
     return ALPACA_PROMPT_NO_INPUT.format(instruction=instruction)
 
+# %% ../nbs/09_collate.ipynb #7a5c0e12
+COLLATE_COLUMNS = ("instruction", "input", "output", "task_id", "is_correct")  # the fields a record needs here
+PROMPT_PROBES = ({"instruction": "Write a function that adds two numbers.", "input": ""},
+                 {"instruction": "Reverse a string.", "input": "s = 'abc'"})
+
+def as_rows(records) -> list[Mapping]:
+    "A list of row mappings from rows, a `datasets.Dataset`, or a `datasets` batch `{column: [values]}`."
+    if isinstance(records, Mapping):
+        lengths = {len(v) for v in records.values()}
+        if len(lengths) > 1:
+            raise ValueError(f"a batch of columns must have columns of one length, got {sorted(lengths)}")
+        return [dict(zip(records, vals)) for vals in zip(*records.values())]
+    return list(records)
+
 # %% ../nbs/09_collate.ipynb #f4498879
 class MTPCollator:
     "Records → `input_ids`, `attention_mask`, `labels` (−100 on prompt and padding), `is_correct`, `task_ids`."
@@ -50,6 +66,22 @@ class MTPCollator:
         self.tokenizer, self.max_length, self.pad_multiple, self.pad_id = tokenizer, max_length, pad_multiple, pad_id
         self.prompt_fn = prompt_fn
 
+    def check(self, record: Mapping) -> None:
+        "Raise a `ValueError` naming the task and key when `record` lacks a field `__call__` needs (nothing is tokenised)."
+        self.prompt_fn(record)
+        _field(record, "output", str); _field(record, "is_correct", bool); _field(record, "task_id", (str, int))
+
+    def prompt_length(self, record: Mapping) -> int:
+        "Token count of the record's prompt (BOS included); the record has no target when it is >= `max_length`."
+        return len(encode_prompt(self.tokenizer, self.prompt_fn(record)))
+
+    def prompt_key(self) -> str:
+        "Identity of `prompt_length`: the tokenizer's model (when it has one) and the template, as the ids of probe prompts."
+        sp = getattr(self.tokenizer, "sp_model", None)
+        model = hashlib.sha256(sp.serialized_model_proto()).hexdigest() if sp is not None else type(self.tokenizer).__name__
+        probes = [encode_prompt(self.tokenizer, self.prompt_fn(r)) for r in PROMPT_PROBES]
+        return hashlib.sha256(json.dumps([model, probes]).encode()).hexdigest()
+
     def encode(self, record: Mapping) -> tuple[list[int], list[int]]:
         "`(ids, labels)` of one record, truncated to `max_length`."
         prompt = encode_prompt(self.tokenizer, self.prompt_fn(record))
@@ -58,7 +90,8 @@ class MTPCollator:
         labels = ([-100] * len(prompt) + output)[: self.max_length]
         return ids, labels
 
-    def __call__(self, records: Sequence[Mapping]) -> dict:
+    def __call__(self, records: Sequence[Mapping] | Mapping[str, Sequence]) -> dict:
+        records = as_rows(records)
         if not records:
             raise ValueError("MTPCollator got an empty batch")
         enc = [self.encode(r) for r in records]
@@ -73,8 +106,9 @@ class MTPCollator:
             attention_mask[b, : len(ids)] = True
         is_correct = torch.tensor([float(_field(r, "is_correct", bool)) for r in records])  # [B]
         task_ids = [str(_field(r, "task_id", (str, int))) for r in records]
+        no_target = (labels == -100).all(1)  # [B]: records that train on nothing (prompt >= max_length)
         return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels, is_correct=is_correct,
-                    task_ids=task_ids)
+                    task_ids=task_ids, no_target=no_target)
 
 # %% ../nbs/09_collate.ipynb #4dc5bfbf
 COLLATE_VERSION = 2  # 1: output encoded on its own (a dummy-prefix "▁" on every target); 2: `encode_continuation`

@@ -79,6 +79,8 @@ class DataConfig(_Section):
     is_correct: Optional[bool] = None  # the data condition: True correct only, False incorrect only, None both
     valid_split: Optional[str] = "valid"  # held-out split for validation (None: no validation)
     valid_n_samples: Optional[int] = 1000  # fixed sample of the validation split (seed 0); None: all of it
+    drop_truncated: bool = False  # leave out records whose prompt fills max_length (no target token) before sampling
+    max_truncated_share: float = Field(0.5, ge=0.0, le=1.0)  # stop before step 1 when more of the run's records than this have no target
 
     @model_validator(mode="after")
     def _condition(self) -> "DataConfig":

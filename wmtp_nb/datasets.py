@@ -5,7 +5,7 @@
 # %% ../nbs/07_datasets.ipynb #8524ede1
 from __future__ import annotations
 
-import ast, gzip, io, json, math, os, random, shutil, tokenize
+import ast, gzip, hashlib, io, json, math, os, random, shutil, tempfile, tokenize
 from array import array
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -15,23 +15,24 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from datasets import load_dataset
 from fastcore.script import call_parse
 
-from .collate import alpaca_prompt
+from .collate import MTPCollator, alpaca_prompt
 from .files import (atomic_dir, atomic_write, atomic_write_json, check_sha256sums, progress_bar, project_root,
                            sha256_file, storage_dir, write_sha256sums, JsonlReader)
 from .sandbox import run_many
-from .sampling import build_column_cache, write_split_metadata
+from .sampling import ArrowSplitWriter, ensure_arrow, load_metadata, prompt_lengths, write_split_metadata
 from .tokenizer import encode_continuation, encode_prompt, humaneval_file, load_tokenizer, mbpp_dir
 
 # %% auto #0
-__all__ = ['SPLITS', 'MBPP_FILES', 'CODECONTESTS_SCHEMA', 'LANGUAGES', 'SPEC_DIFFICULTY', 'SPEC_SPLIT_SIZES',
+__all__ = ['SPLITS', 'MBPP_FILES', 'CODECONTESTS_SCHEMA', 'LANGUAGES', 'HUB_SPLITS', 'SPEC_DIFFICULTY', 'SPEC_SPLIT_SIZES',
            'MUTATION_OPERATORS', 'VERIFIABLE_SPLITS', 'DATA_VERSION', 'EMBEDDED', 'check_record', 'write_dataset',
            'code_difficulty', 'load_mbpp', 'mbpp_tests_prompt', 'mbpp_record', 'convert_mbpp', 'humaneval_record',
-           'convert_humaneval', 'codecontests_records', 'convert_codecontests', 'write_codecontests_parquet',
-           'default_tokenizer_path', 'convert_codecontests_cli', 'make_synthetic_codecontests',
-           'make_synthetic_codecontests_cli', 'Mutation', 'mutation_sites', 'mutants', 'verifiable_records',
-           'build_mbpp_verifiable', 'prepare_data', 'prepare_data_cli']
+           'convert_humaneval', 'codecontests_problems', 'codecontests_records', 'convert_codecontests',
+           'write_codecontests_parquet', 'default_tokenizer_path', 'convert_codecontests_cli',
+           'make_synthetic_codecontests', 'make_synthetic_codecontests_cli', 'Mutation', 'mutation_sites', 'mutants',
+           'verifiable_records', 'build_mbpp_verifiable', 'prepare_data', 'prepare_data_cli', 'build_arrow_cli']
 
 # %% ../nbs/07_datasets.ipynb #2084bf3a
 SPLITS = ("train", "valid", "test")
@@ -57,6 +58,8 @@ def _split_stats(n: int, cor: array, dif: array, sources: Counter, has_tests: in
     return {"records": n, "correct": n_cor, "incorrect": n - n_cor, "has_tests": has_tests,
             "difficulty": {str(k): v for k, v in sorted(Counter(dif).items())}, "sources": dict(sources)}
 
+_JSON = json.JSONEncoder(ensure_ascii=False)  # the same text as json.dumps(rec, ensure_ascii=False), one encoder for all
+
 def write_dataset(out_dir: str | Path, splits: Mapping[str, Iterable[dict]], info: Mapping | None = None,
                   overwrite: bool = False, progress: bool = False, extra_stats: Mapping[str, Mapping] | None = None) -> dict:
     "Write `{split: records}` in the storage layout under `out_dir` atomically; returns the stats per split."
@@ -69,20 +72,24 @@ def write_dataset(out_dir: str | Path, splits: Mapping[str, Iterable[dict]], inf
                 raise ValueError(f"{out_dir}: unknown split {split!r}; expected one of {SPLITS}")
             jsonl = tmp / "processed" / f"{split}.jsonl"
             cor, dif, sources, has_tests, n = array("b"), array("h"), Counter(), 0, 0
-            with atomic_write(jsonl) as f:
+            h, size = hashlib.sha256(), 0
+            with atomic_write(jsonl, "wb") as f, ArrowSplitWriter(tmp / "arrow" / split, str(out_dir / "processed" / jsonl.name)) as aw:
                 for rec in progress_bar(records, desc=f"{out_dir.name}/{split}", enabled=progress, unit="rec"):
                     check_record(rec, f"{out_dir.name}/{split} record {n}")
-                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                    line = (_JSON.encode(rec) + "\n").encode()
+                    f.write(line); h.update(line); size += len(line)
+                    aw.add(rec, n + 1)
                     m = rec["metadata"]
                     cor.append(rec["is_correct"]); dif.append(m["difficulty"]); sources[m["source"]] += 1
                     has_tests += m["has_tests"]; n += 1
+                aw.close({"jsonl": jsonl.name, "size": size, "sha256": h.hexdigest(), "lines": n,
+                          "metadata_file": f"{split}_metadata.json"})
             stats[split] = _split_stats(n, cor, dif, sources, has_tests)
+            stats[split]["jsonl"] = {"file": jsonl.name, "size": size, "sha256": h.hexdigest()}
             if extra_stats and split in extra_stats:  # e.g. a converter's kept/dropped counts, filled while iterating
                 stats[split]["conversion"] = dict(extra_stats[split])
             meta = write_split_metadata(tmp / "processed" / f"{split}_metadata.json", cor, dif, stats[split])
             atomic_write_json(tmp / "stats" / f"{split}.json", stats[split])
-            build_column_cache(jsonl, meta, tmp / "cache" / split, np.frombuffer(cor, np.int8).astype(bool),
-                               np.frombuffer(dif, np.int16))
             files += [jsonl, meta, tmp / "stats" / f"{split}.json"]
         atomic_write_json(tmp / "stats" / "info.json", {"name": out_dir.name, **dict(info or {}), "splits": stats})
         write_sha256sums(tmp, [p.relative_to(tmp) for p in files] + [Path("stats/info.json")])
@@ -193,69 +200,96 @@ def _token_counter(tokenizer, max_tokens: int | None):
         return len(encode_prompt(tokenizer, prompt)) + len(encode_continuation(tokenizer, output, eos=True))
     return count
 
-def codecontests_records(path: str | Path, tokenizer=None, languages: Sequence[int] = (3,), max_tokens: int | None = 2048,
-                         counts: Counter | None = None, batch_size: int = 64) -> Iterator[dict]:
-    "Records of one CodeContests parquet file (`counts` collects kept / dropped numbers)."
-    path, counts = Path(path), counts if counts is not None else Counter()
+def codecontests_problems(files: Sequence[Path] | None = None, hub: str | None = None, split: str = "train",
+                          cache_dir: str | Path | None = None):
+    "One split's problems, streamed by `datasets` (`load_dataset`) from local parquet `files` or from a hub dataset."
+    if (files is None) == (hub is None):
+        raise ValueError("codecontests_problems: give either local parquet files or a hub name")
+    if files is not None:
+        where = ", ".join(str(f) for f in files)
+        ds = load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split, streaming=True, cache_dir=cache_dir)
+    else:
+        where = f"{hub} ({split})"
+        ds = load_dataset(hub, split=split, streaming=True, cache_dir=cache_dir)
+    if missing := [c for c in _CC_COLUMNS if c not in (ds.features or {})]:
+        raise ValueError(f"{where}: not CodeContests data, missing columns {missing}")
+    return ds.select_columns(_CC_COLUMNS)
+
+def codecontests_records(problems: Iterable[dict], where: str = "CodeContests", tokenizer=None, languages: Sequence[int] = (3,),
+                         max_tokens: int | None = 2048, counts: Counter | None = None) -> Iterator[dict]:
+    "Records of CodeContests problem rows (`counts` collects kept / dropped numbers); errors name `where`."
+    counts = counts if counts is not None else Counter()
     if max_tokens is not None and tokenizer is None:
         raise ValueError("codecontests_records: a tokenizer is needed to drop records over max_tokens (or max_tokens=None)")
-    pf = pq.ParquetFile(path)
-    if missing := [c for c in _CC_COLUMNS if c not in pf.schema_arrow.names]:
-        raise ValueError(f"{path}: not CodeContests data, missing columns {missing}")
     count, langs = _token_counter(tokenizer, max_tokens), set(languages)
-    for batch in pf.iter_batches(batch_size=batch_size, columns=_CC_COLUMNS):
-        for row in batch.to_pylist():
-            prompt = alpaca_prompt({"instruction": row["description"], "input": ""})
-            n_pub = len((row["public_tests"] or {}).get("input") or [])
-            n_priv = len((row["private_tests"] or {}).get("input") or [])
-            counts["problems"] += 1
-            for kind, correct in (("solutions", True), ("incorrect_solutions", False)):
-                sol = row[kind] or {"language": [], "solution": []}
-                if len(sol["language"]) != len(sol["solution"]):
-                    raise ValueError(f"{path}: problem {row['name']!r}: {kind} has {len(sol['language'])} languages "
-                                     f"for {len(sol['solution'])} solutions")
-                for i, (lang, code) in enumerate(zip(sol["language"], sol["solution"])):
-                    if lang not in langs:
-                        counts["dropped_language"] += 1
-                        continue
-                    n_tok = count(prompt, code)
-                    if n_tok is not None and n_tok > max_tokens:
-                        counts["dropped_too_long"] += 1
-                        continue
-                    counts["kept"] += 1
-                    yield {"instruction": row["description"], "input": "", "output": code,
-                           "task_id": f"{row['name']}_{'correct' if correct else 'incorrect'}_{i}", "is_correct": correct,
-                           "metadata": {"source": "code_contests", "difficulty": int(row["difficulty"]),
-                                        "has_tests": n_pub + n_priv > 0, "name": row["name"],
-                                        "language": LANGUAGES.get(lang, str(lang)), "cf_rating": row["cf_rating"],
-                                        "contest_source": row["source"], "n_public_tests": n_pub,
-                                        "n_private_tests": n_priv}}
+    for row in problems:
+        prompt = alpaca_prompt({"instruction": row["description"], "input": ""})
+        n_pub = len((row["public_tests"] or {}).get("input") or [])
+        n_priv = len((row["private_tests"] or {}).get("input") or [])
+        counts["problems"] += 1
+        for kind, correct in (("solutions", True), ("incorrect_solutions", False)):
+            sol = row[kind] or {"language": [], "solution": []}
+            if len(sol["language"]) != len(sol["solution"]):
+                raise ValueError(f"{where}: problem {row['name']!r}: {kind} has {len(sol['language'])} languages "
+                                 f"for {len(sol['solution'])} solutions")
+            for i, (lang, code) in enumerate(zip(sol["language"], sol["solution"])):
+                if lang not in langs:
+                    counts["dropped_language"] += 1
+                    continue
+                n_tok = count(prompt, code)
+                if n_tok is not None and n_tok > max_tokens:
+                    counts["dropped_too_long"] += 1
+                    continue
+                counts["kept"] += 1
+                yield {"instruction": row["description"], "input": "", "output": code,
+                       "task_id": f"{row['name']}_{'correct' if correct else 'incorrect'}_{i}", "is_correct": correct,
+                       "metadata": {"source": "code_contests", "difficulty": int(row["difficulty"]),
+                                    "has_tests": n_pub + n_priv > 0, "name": row["name"],
+                                    "language": LANGUAGES.get(lang, str(lang)), "cf_rating": row["cf_rating"],
+                                    "contest_source": row["source"], "n_public_tests": n_pub,
+                                    "n_private_tests": n_priv}}
 
 # %% ../nbs/07_datasets.ipynb #39d96876
 def _load_tokenizer(tokenizer):
     "A tokenizer object as is; a path through `wmtp_nb.tokenizer.load_tokenizer`."
     return load_tokenizer(tokenizer) if isinstance(tokenizer, (str, Path)) else tokenizer
 
+HUB_SPLITS = {"train": "train", "valid": "valid", "test": "test"}  # our split <- deepmind/code_contests' split
+
 def convert_codecontests(src: str | Path, out_dir: str | Path, tokenizer=None, languages: Sequence[int] = (3,),
                          max_tokens: int | None = 2048, overwrite: bool = False, progress: bool = True) -> dict:
-    "Convert CodeContests parquet files under `src` (split from each file name) into the storage layout."
-    src = Path(src)
-    files = sorted(src.rglob("*.parquet")) if src.is_dir() else [src]
-    if not files or not all(f.is_file() for f in files):
-        raise FileNotFoundError(f"no parquet files found at {src}")
-    by_split: dict[str, list[Path]] = {}
-    for f in files:
-        by_split.setdefault(_parquet_split(f), []).append(f)
+    "Convert CodeContests (parquet files under `src`, split from each file name; or a hub name) into the storage layout."
+    src_path = Path(src)
+    if src_path.exists():
+        files = sorted(src_path.rglob("*.parquet")) if src_path.is_dir() else [src_path]
+        if not files:
+            raise FileNotFoundError(f"no parquet files found at {src}")
+        by_split: dict[str, list[Path]] = {}
+        for f in files:
+            by_split.setdefault(_parquet_split(f), []).append(f)
+        streams = {s: dict(files=fs, split=s) for s, fs in by_split.items()}
+        listing = {s: [str(f.relative_to(src_path)) if src_path.is_dir() else f.name for f in fs] for s, fs in by_split.items()}
+    elif isinstance(src, str) and src.count("/") == 1 and not src.startswith((".", "/")):  # a hub name
+        streams = {s: dict(hub=src, split=h) for s, h in HUB_SPLITS.items()}
+        listing = {s: [f"{src}:{h}"] for s, h in HUB_SPLITS.items()}
+    else:
+        raise FileNotFoundError(f"no parquet files found at {src} (and it is not a hub name like deepmind/code_contests)")
     tok = _load_tokenizer(tokenizer)
-    counts = {s: Counter() for s in by_split}
-    def records(split):
-        for f in by_split[split]:
-            yield from codecontests_records(f, tok, languages, max_tokens, counts[split])
-    stats = write_dataset(out_dir, {s: records(s) for s in SPLITS if s in by_split},
-                          {"source": "code_contests", "from": str(src), "languages": [LANGUAGES.get(l, l) for l in languages],
-                           "max_tokens": max_tokens, "tokenizer": str(tokenizer) if tokenizer is not None else None,
-                           "files": {s: [str(f.relative_to(src)) if src.is_dir() else f.name for f in fs] for s, fs in by_split.items()}},
-                          overwrite, progress, extra_stats=counts)
+    counts = {s: Counter() for s in streams}
+    with tempfile.TemporaryDirectory(prefix="wmtp-cc-") as cache:  # load_dataset's lock files; nothing else is cached
+        def records(split):
+            kw = streams[split]
+            where = ", ".join(map(str, kw["files"])) if "files" in kw else f"{kw['hub']} ({kw['split']})"
+            yield from codecontests_records(codecontests_problems(**kw, cache_dir=cache), where, tok, languages, max_tokens,
+                                            counts[split])
+        stats = write_dataset(out_dir, {s: records(s) for s in SPLITS if s in streams},
+                              {"source": "code_contests", "from": str(src), "languages": [LANGUAGES.get(l, l) for l in languages],
+                               "max_tokens": max_tokens, "tokenizer": str(tokenizer) if tokenizer is not None else None,
+                               "files": listing}, overwrite, progress, extra_stats=counts)
+    if tok is not None:  # the prompt-length column for this tokenizer (`data.drop_truncated`), computed once here
+        coll = MTPCollator(tok)
+        for s in stats:
+            prompt_lengths(load_metadata(out_dir, s, build=False), coll.prompt_length, coll.prompt_key())
     return stats
 
 # %% ../nbs/07_datasets.ipynb #fb4020c2
@@ -290,14 +324,14 @@ def default_tokenizer_path() -> Path:
 
 @call_parse
 def convert_codecontests_cli(
-    src: str,  # directory of CodeContests parquet files (train-*, valid-*, test-*)
+    src: str,  # directory of CodeContests parquet files (train-*, valid-*, test-*), or the hub name deepmind/code_contests
     out: str = None,  # output dataset directory (default storage/datasets_v2/code_contests)
     tokenizer: str = None,  # SentencePiece model counting tokens (default: the project tokenizer)
     languages: str = "3",  # comma-separated language codes (1 python2, 2 cpp, 3 python3, 4 java)
     max_tokens: int = 2048,  # drop records longer than this (0: keep all)
     overwrite: bool = False,  # replace an existing dataset
 ):
-    "Convert CodeContests parquet files into storage/datasets_v2."
+    "Convert CodeContests parquet files (local, or the hub's deepmind/code_contests) into storage/datasets_v2."
     out = Path(out) if out else storage_dir() / "datasets_v2" / "code_contests"
     stats = convert_codecontests(src, out, tokenizer=tokenizer or (default_tokenizer_path() if max_tokens else None),
                                  languages=[int(x) for x in languages.split(",")], max_tokens=max_tokens or None,
@@ -594,6 +628,7 @@ def prepare_data(root: str | Path | None = None, names: Sequence[str] = EMBEDDED
         if name == "synthetic-verifiable":  # generated tasks (nbs/16_synthetic.ipynb); idempotent on its own build key
             from wmtp_nb.synthetic import ensure_synthetic
             out[name] = ensure_synthetic(base / name, seed=seed, force=force, workers=workers, progress=progress)
+            ensure_arrow(base / name, progress=progress)
             continue
         params = {"mutants_per_task": mutants_per_task, "seed": seed} if name == "mbpp-verifiable" else {}
         key, d = _build_key(name, params), base / name
@@ -602,6 +637,7 @@ def prepare_data(root: str | Path | None = None, names: Sequence[str] = EMBEDDED
                 and (d / "SHA256SUMS").is_file() and not check_sha256sums(d):
             out[name] = json.loads(info_file.read_text())["splits"]
             print(f"{name}: up to date ({d})")
+            ensure_arrow(d, progress=progress)
             continue
         if name == "mbpp":
             stats = convert_mbpp(d, overwrite=True, info={"build": key})
@@ -623,3 +659,13 @@ def prepare_data_cli(
 ):
     "Build the embedded datasets (mbpp, humaneval, mbpp-verifiable, synthetic-verifiable) into storage/datasets_v2 (idempotent)."
     prepare_data(storage, only.split(",") if only else EMBEDDED, force, workers)
+
+# %% ../nbs/07_datasets.ipynb #5e7a1c3b
+@call_parse
+def build_arrow_cli(
+    root: str = None,  # a dataset dir, a datasets_v2 dir or a storage dir (default: the project's storage/)
+    force: bool = False,  # rebuild every split, current or not
+):
+    "Build the Arrow form (datasets save_to_disk) of every dataset split that lacks it or whose JSONL changed; idempotent."
+    for k, v in ensure_arrow(root, force).items():
+        print(f"{k}: {v}")

@@ -9,8 +9,6 @@ import contextlib, errno, fcntl, hashlib, json, os, shutil, socket, sys, tempfil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from tqdm import tqdm
-
 # %% auto #0
 __all__ = ['project_root', 'storage_dir', 'runs_dir', 'atomic_write', 'atomic_write_text', 'atomic_write_json', 'atomic_dir',
            'RunLockedError', 'RunLock', 'JsonlError', 'JsonlReader', 'read_jsonl', 'write_jsonl', 'sha256_file',
@@ -283,8 +281,9 @@ class _LogLines:
 
 # %% ../nbs/00_files.ipynb #3f8a61d2
 def progress_bar(iterable: Iterable | None = None, total: int | None = None, desc: str = "", enabled: bool = True,
-                 every_s: float = 30.0, **kwargs) -> tqdm:
+                 every_s: float = 30.0, **kwargs) -> "tqdm":
     "A tqdm bar when stderr is a terminal, else a plain line every `every_s` seconds (and at the start and end); silent unless `enabled`."
+    from tqdm import tqdm  # here, not at the top: importing tqdm costs 0.1-0.2 s, which every data command would pay
     if not enabled:
         return tqdm(iterable, total=total, disable=True)
     if sys.stderr.isatty():

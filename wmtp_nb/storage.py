@@ -23,8 +23,8 @@ from .model import (MetaLlamaMTPAdapter, args_from_hf_config, check_state_dict, 
 
 # %% auto #0
 __all__ = ['write_model_dir', 'convert_meta_checkpoint', 'write_raw_meta_checkpoint', 'ReferenceModel', 'expected_hf_shapes',
-           'verify_model_dir', 'verify_storage', 'link_shared_tokenizers', 'convert_meta_cli', 'verify_storage_cli',
-           'inspect_model_cli']
+           'verify_model_dir', 'verify_storage', 'link_shared_tokenizers', 'verify_datasets', 'convert_meta_cli',
+           'verify_storage_cli', 'inspect_model_cli']
 
 # %% ../nbs/03_storage.ipynb #a8a8d603
 def _dtype_name(t: torch.Tensor) -> str:
@@ -237,6 +237,21 @@ def link_shared_tokenizers(models: list[str | Path]) -> None:
         sums = (d / "SHA256SUMS").read_text().splitlines()
         write_sha256sums(d, [line.partition("  ")[2] for line in sums])
 
+# %% ../nbs/03_storage.ipynb #6f2d0b9a
+def verify_datasets(root: str | Path | None = None) -> dict[str, list[str]]:
+    "Check every dataset under `root/datasets_v2` (or `root` itself when it is one); {'datasets_v2/<name>': problems}."
+    from wmtp_nb.sampling import verify_dataset
+    root = Path(root) if root is not None else storage_dir()
+    base = root / "datasets_v2" if (root / "datasets_v2").is_dir() else root if root.name == "datasets_v2" else None
+    if base is None or not base.is_dir():
+        return {}
+    def check(d: Path) -> list[str]:
+        try:
+            return verify_dataset(d)
+        except Exception as e:  # an unreadable Arrow form or metadata file: a problem to report, never a crash
+            return [f"{d}: could not be checked ({type(e).__name__}: {e})"]
+    return {f"datasets_v2/{d.name}": check(d) for d in sorted(base.iterdir()) if (d / "processed").is_dir()}
+
 # %% ../nbs/03_storage.ipynb #b1a5819c
 @call_parse
 def convert_meta_cli(raw_dir: str,  # Meta's folder: consolidated.pth, params.json (tokenizer.model here or above)
@@ -251,8 +266,8 @@ def convert_meta_cli(raw_dir: str,  # Meta's folder: consolidated.pth, params.js
 
 @call_parse
 def verify_storage_cli(root: str = None):  # storage dir or models_v2 dir (default: the project's storage/)
-    "Verify every model under storage/models_v2; exit status 1 on any problem."
-    report = verify_storage(root)
+    "Verify every model under storage/models_v2 and every dataset under storage/datasets_v2; exit status 1 on any problem."
+    report = {**verify_storage(root), **verify_datasets(root)}
     for name, problems in report.items():
         print(f"{'ok ' if not problems else 'BAD'} {name}")
         for p in problems:

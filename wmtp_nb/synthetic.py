@@ -16,6 +16,7 @@ from fastcore.script import call_parse
 from .collate import alpaca_prompt
 from .datasets import SPLITS, write_dataset
 from .files import check_sha256sums, read_jsonl, storage_dir
+from .sampling import load_metadata
 from .sandbox import run_many
 from .tokenizer import continuation_processor, encode_continuation
 
@@ -465,10 +466,10 @@ def synthetic_eval_tasks(dataset_dir: str | Path | None = None, split: str = "te
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: build the dataset (wmtp_make_synthetic or wmtp_prepare_data)")
     tasks: dict[str, dict] = {}
-    for i, r in enumerate(read_jsonl(path), 1):
+    for r in load_metadata(d, split).records:  # the split's Arrow form (datasets rows; `line`: the JSONL line)
         m = r["metadata"]
         if m.get("source") != SOURCE:
-            raise ValueError(f"{path}:{i}: metadata.source is {m.get('source')!r}, not {SOURCE!r}")
+            raise ValueError(f"{path}:{r['line']}: metadata.source is {m.get('source')!r}, not {SOURCE!r}")
         t = tasks.setdefault(m["task"], {
             "task_id": m["task"], "instruction": r["instruction"], "input": r["input"], "prompt": alpaca_prompt(r),
             "entry_point": m["entry_point"], "signature": m["signature"], "tests": m["tests"],

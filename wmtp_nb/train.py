@@ -31,14 +31,15 @@ from .weighting import (RunningStats, align_to_heads, compute_gae, critic_target
                                value_loss, verifiable_weights, weight_metrics, mtp_weighted_loss)
 
 # %% auto #0
-__all__ = ['PreHeads', 'HeadWeights', 'VALID_SEED', 'PROMPT_PROBES', 'COUNTS', 'ADDITIVE', 'STAGES', 'MTPPass',
-           'loss_denominator', 'naive_mtp_loss', 'efficient_mtp_loss', 'lr_factor', 'make_optimizer', 'MicroBatches',
-           'ValidationSet', 'tokenizer_identity', 'weights_sha256', 'reference_weights_sha256', 'prompt_identity',
-           'reference_token_ce', 'ReferenceCECache', 'rho1_keep_counts', 'batch_counts', 'Stage', 'CriticStage',
-           'VerifiableStage', 'Rho1Stage', 'step_counts', 'accumulate_gradients', 'reduce_step_metrics',
-           'valid_metrics', 'validate', 'tracking_uri', 'mlflow_experiment', 'RunLogger', 'chosen_on_validation',
-           'resolve_checkpoint', 'run_data_condition', 'resolve_init', 'build_adapter', 'build_rho1',
-           'param_fingerprint', 'check_ranks_agree', 'lock_run', 'RunOutcome', 'default_run_name', 'train', 'main']
+__all__ = ['PreHeads', 'HeadWeights', 'TRUNCATED_WARN_SHARE', 'VALID_SEED', 'PROMPT_PROBES', 'COUNTS', 'ADDITIVE', 'STAGES',
+           'MTPPass', 'loss_denominator', 'naive_mtp_loss', 'efficient_mtp_loss', 'lr_factor', 'make_optimizer',
+           'scan_records', 'check_truncation', 'MicroBatches', 'ValidationSet', 'tokenizer_identity', 'weights_sha256',
+           'reference_weights_sha256', 'prompt_identity', 'reference_token_ce', 'ReferenceCECache', 'rho1_keep_counts',
+           'batch_counts', 'Stage', 'CriticStage', 'VerifiableStage', 'Rho1Stage', 'step_counts',
+           'accumulate_gradients', 'reduce_step_metrics', 'valid_metrics', 'validate', 'tracking_uri',
+           'mlflow_experiment', 'RunLogger', 'chosen_on_validation', 'resolve_checkpoint', 'run_data_condition',
+           'resolve_init', 'build_adapter', 'build_rho1', 'param_fingerprint', 'check_ranks_agree', 'lock_run',
+           'RunOutcome', 'default_run_name', 'train', 'main']
 
 # %% ../nbs/13_train.ipynb #1e14bf33
 @dataclass
@@ -144,15 +145,54 @@ def make_optimizer(params: list[nn.Parameter], cfg: Config, total_steps: int):
     sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t.warmup_steps, total_steps, t.min_lr_ratio))
     return opt, sch
 
+# %% ../nbs/13_train.ipynb #4b6e2d90
+TRUNCATED_WARN_SHARE = 0.01  # above this share of records without a target token, the run warns
+
+def scan_records(meta, indices: np.ndarray, collate: Callable, chunk: int = 4096, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    "Read and check the records at `indices` before training (sorted, `chunk` rows at a time); `(distinct indices, prompt lengths)`."
+    from wmtp_nb.collate import COLLATE_COLUMNS, as_rows
+    idx = np.unique(np.asarray(indices, dtype=np.int64))
+    rows = meta.records.select_columns([*COLLATE_COLUMNS, "line"])
+    lengths, memo = np.empty(len(idx), np.int64), {}
+    for j in progress_bar(range(0, len(idx), chunk), desc=f"checking {meta.jsonl_path.name}", enabled=progress, unit="chunk"):
+        for k, r in enumerate(as_rows(rows[idx[j:j + chunk].tolist()]), j):
+            try:
+                collate.check(r)
+                key = hashlib.blake2b(f"{r['instruction']}\0{r['input']}".encode(), digest_size=16).digest()
+                if (n := memo.get(key)) is None:  # CodeContests: hundreds of solutions share one prompt
+                    n = memo[key] = collate.prompt_length(r)
+                lengths[k] = n
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"{meta.jsonl_path}:{r['line']}: {e}") from None
+    return idx, lengths
+
+def check_truncation(n_without: int, n: int, max_share: float, where: str, max_length: int, use: str = "trains on") -> float:
+    "The share of `n` records without a target token; warns above 1 %, raises above `max_share`."
+    import warnings
+    share = n_without / max(n, 1)
+    msg = (f"{n_without} of the {n} samples this rank {use} ({share:.1%}) from {where} have no target token: their "
+           f"prompt alone fills data.max_length={max_length}, so they train on nothing (raise data.max_length, or set "
+           f"data.drop_truncated=true to leave them out)")
+    if share > max_share:
+        raise ValueError(f"{msg}; more than data.max_truncated_share={max_share}: stopping before step 1")
+    if share > TRUNCATED_WARN_SHARE:
+        warnings.warn(msg, stacklevel=2)
+    return share
+
 # %% ../nbs/13_train.ipynb #f9e7f1ed
 class MicroBatches:
     "Deterministic micro-batches of one rank: `batch(i)` → the collated i-th micro-batch (wrapping around its shard)."
     def __init__(self, cfg: Config, tokenizer, rank: int = 0, world_size: int = 1):
-        from wmtp_nb.sampling import load_metadata, draw_sample, shard
-        from wmtp_nb.collate import MTPCollator
+        from wmtp_nb.sampling import draw_sample, load_metadata, prompt_lengths, shard
+        from wmtp_nb.collate import COLLATE_COLUMNS, MTPCollator
         d = cfg.data
         self.dataset_dir, self.split = dataset_path(cfg), d.split
-        self.meta = load_metadata(self.dataset_dir, d.split)
+        self.collate = MTPCollator(tokenizer, max_length=d.max_length, pad_multiple=d.pad_multiple)
+        self.meta, self.n_dropped = load_metadata(self.dataset_dir, d.split), 0
+        if d.drop_truncated:  # no record whose prompt fills max_length is drawn (row indices stay the split's)
+            fits = prompt_lengths(self.meta, self.collate.prompt_length, self.collate.prompt_key(),
+                                  progress=cfg.training.progress and rank == 0) < d.max_length
+            self.meta, self.n_dropped = self.meta.restrict(fits), int((~fits).sum())
         self.order = draw_sample(self.meta, d.sampling, d.n_samples, d.seed, is_correct=d.is_correct, replace=d.replace,
                                  epochs=cfg.training.epochs, curriculum=d.curriculum)
         self.mine = np.asarray(shard(self.order, rank, world_size), dtype=np.int64)
@@ -160,19 +200,24 @@ class MicroBatches:
             raise ValueError(f"rank {rank}: empty data shard ({len(self.order)} samples of {self.meta.jsonl_path} under "
                              f"data.is_correct={d.is_correct} over {world_size} ranks)")
         self.batch_size = cfg.training.batch_size
-        self.reader = self.meta.reader()
-        self.collate = MTPCollator(tokenizer, max_length=d.max_length, pad_multiple=d.pad_multiple)
+        self.rows = self.meta.records.select(self.mine).select_columns(list(COLLATE_COLUMNS))  # this rank's records
+        idx, lengths = scan_records(self.meta, self.mine, self.collate, progress=cfg.training.progress and rank == 0)
+        self.no_target_share = check_truncation(int(np.isin(self.mine, idx[lengths >= d.max_length]).sum()), len(self.mine),
+                                                d.max_truncated_share, str(self.meta.jsonl_path), d.max_length)
+
+    def positions(self, i: int) -> np.ndarray:
+        "Positions in this rank's shard of micro-batch i."
+        return (i * self.batch_size + np.arange(self.batch_size)) % len(self.mine)
 
     def indices(self, i: int) -> np.ndarray:
         "Dataset row indices of micro-batch i."
-        pos = (i * self.batch_size + np.arange(self.batch_size)) % len(self.mine)
-        return self.mine[pos]
+        return self.mine[self.positions(i)]
 
     def batch(self, i: int) -> dict:
         "The collated micro-batch i, with its dataset `indices` and `split`."
-        idx = self.indices(i)
-        out = self.collate(self.reader.take(idx.tolist()))
-        out["indices"], out["split"] = torch.as_tensor(idx), self.split
+        pos = self.positions(i)
+        out = self.collate(self.rows[pos.tolist()])
+        out["indices"], out["split"] = torch.as_tensor(self.mine[pos]), self.split
         return out
 
     def needed(self, n_micro: int, world_size: int) -> np.ndarray:
@@ -189,7 +234,7 @@ class ValidationSet:
     "The fixed held-out sample of `data.valid_split`, this rank's shard of it, in micro-batches of `training.batch_size`."
     def __init__(self, cfg: Config, tokenizer, rank: int = 0, world_size: int = 1):
         from wmtp_nb.sampling import load_metadata, shard
-        from wmtp_nb.collate import MTPCollator
+        from wmtp_nb.collate import COLLATE_COLUMNS, MTPCollator
         d = cfg.data
         if not d.valid_split: raise ValueError("ValidationSet: data.valid_split is not set")
         self.split = d.valid_split
@@ -203,8 +248,11 @@ class ValidationSet:
         self.mine = np.asarray(shard(self.sample, rank, world_size), dtype=np.int64)
         self.batch_size = cfg.training.batch_size
         self.n_batches = -(-(-(-len(self.sample) // world_size)) // self.batch_size)   # ceil(ceil(n/W)/B), equal on every rank
-        self.reader = self.meta.reader()
+        self.records = self.meta.records.select_columns(list(COLLATE_COLUMNS))
         self.collate = MTPCollator(tokenizer, max_length=d.max_length, pad_multiple=d.pad_multiple)
+        idx, lengths = scan_records(self.meta, self.mine, self.collate)
+        self.no_target_share = check_truncation(int((lengths >= d.max_length).sum()), len(idx), 1.0, str(self.meta.jsonl_path),
+                                                d.max_length, "validates on")
 
     def batches(self) -> Iterator[tuple[dict, bool]]:
         "`(batch, counts)` × `n_batches`: `counts` is False for a stand-in batch past the end of this rank's shard."
@@ -212,7 +260,7 @@ class ValidationSet:
             idx = self.mine[i * self.batch_size:(i + 1) * self.batch_size]
             real = len(idx) > 0
             if not real: idx = self.sample[:1]
-            out = self.collate(self.reader.take(idx.tolist()))
+            out = self.collate(self.records[idx.tolist()])
             out["indices"], out["split"] = torch.as_tensor(idx), self.split
             yield out, real
 
@@ -819,14 +867,14 @@ def build_rho1(cfg: Config, adapter: nn.Module, data: MicroBatches, info: DistIn
         tokenizer_identity(adapter.tokenizer_path, ref.tokenizer_path)
         return Rho1Stage(cfg, adapter, info, reference=ref)
     prompt_sha = prompt_identity(data.collate)
-    jobs = [(data.split, data.meta, data.reader, data.collate, data.needed(n_micro, info.world_size))]
-    if vset is not None: jobs.append((vset.split, vset.meta, vset.reader, vset.collate, vset.sample))
+    jobs = [(data.split, data.meta, data.collate, data.needed(n_micro, info.world_size))]
+    if vset is not None: jobs.append((vset.split, vset.meta, vset.collate, vset.sample))
     caches, ref = {}, None
     if info.distributed:                                   # the others wait for rank 0's scoring, which may take hours: not
         import torch.distributed as dist                   # in a collective of the training group (30-minute timeout)
         from datetime import timedelta
         waiting = dist.new_group(backend="gloo", timeout=timedelta(days=2))
-    for split, meta, reader, collate, needed in jobs:
+    for split, meta, collate, needed in jobs:
         cache = ReferenceCECache(runs_root(cfg) / "cache" / "rho1", ref_dir, tok_sha, meta.jsonl_path, cfg.data.max_length, prompt_sha)
         missing = cache.missing(needed)
         if missing and info.is_main:                       # rank 0 scores; the others wait and read the file
@@ -838,7 +886,7 @@ def build_rho1(cfg: Config, adapter: nn.Module, data: MicroBatches, info: DistIn
                               unit="rec") as bar:                 # records/s and the time left (ETA)
                 for j in range(0, len(missing), bs):
                     idx = np.asarray(missing[j: j + bs])
-                    b = collate(reader.take(idx.tolist()))
+                    b = collate(meta.records[idx.tolist()])
                     with autocast(info.device, cfg.runtime.dtype):
                         ce = reference_token_ce(ref, b["input_ids"].to(info.device), b["labels"].to(info.device)).float().cpu()
                     cache.add(torch.as_tensor(idx), ce, b["attention_mask"].sum(1))
@@ -992,7 +1040,8 @@ def _train(cfg: Config, info: DistInfo, run_dir: Path, out: RunOutcome) -> None:
                   f"original run; set training.grad_accum to keep {state['global_batch']} to continue the same order", flush=True)
     logger = out.logger = RunLogger(cfg, run_dir, resume_step=start if start else None) if info.is_main else None
     if info.is_main and not start:
-        print(f"{cfg.experiment.stage}: data condition {condition} ({cfg.data.sampling}, {len(data.order)} samples), "
+        print(f"{cfg.experiment.stage}: data condition {condition} ({cfg.data.sampling}, {len(data.order)} samples, "
+              f"{data.no_target_share:.1%} without a target token" + (f", {data.n_dropped} dropped" if cfg.data.drop_truncated else "") + "), "
               + (f"validation on {len(vset.sample)} {vset.split} records every {t.eval_every} steps" if vset else "no validation")
               + f", best/ on {cfg.checkpoint.best_metric}", flush=True)
     from tqdm.auto import tqdm
@@ -1009,7 +1058,8 @@ def _train(cfg: Config, info: DistInfo, run_dir: Path, out: RunOutcome) -> None:
             dt = time.perf_counter() - t0
             metrics = reduce_step_metrics({**local, "train/grad_norm": float(gnorm)}, info)
             ntok = sum(int(b["attention_mask"].sum()) for b in batches)
-            metrics.update({"lr": sch.get_last_lr()[0], "tokens/s": ntok * info.world_size / dt, "step_time_s": dt})
+            metrics.update({"lr": sch.get_last_lr()[0], "tokens/s": ntok * info.world_size / dt, "step_time_s": dt,
+                            "data/no_target_share": sum(int(b["no_target"].sum()) for b in batches) / sum(len(b["no_target"]) for b in batches)})
             validated = vset is not None and ((step + 1) % t.eval_every == 0 or step + 1 == total)
             if validated: metrics.update(validate(stage, vset))
             out.step, out.metrics = step + 1, metrics
