@@ -8,11 +8,11 @@ STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test sync nbtest pytest docs lab mlflow demo assets clean help
+.PHONY: install test sync nbtest pytest docs lab mlflow demo assets assets-synthetic clean help
 
 help:
 	@echo "make test   - set up .venv, check notebooks/library sync, run nbdev_test, build docs, run pytest"
-	@echo "make demo   - build micro models + embedded data, train all stages, evaluate, analyse (runs/)"
+	@echo "make demo   - the CPU-scale synthetic benchmark: pretrain a base, 3 experiments x 3 seeds, evaluate, analyse (runs/)"
 	@echo "make docs   - build the docs site offline into _docs/"
 	@echo "make lab    - JupyterLab on 127.0.0.1 with the project's environment (LAB_PORT=8888; root too)"
 	@echo "make mlflow - MLflow UI over runs/mlflow.db on http://127.0.0.1:5000 (MLFLOW_PORT=5000)"
@@ -47,33 +47,29 @@ test: install
 	$(MAKE) --no-print-directory pytest && \
 	echo "make test: all passed in $$(( $$(date +%s) - start ))s"
 
-# Micro models (tokenizer + micro-mtp + micro-ref) under storage/models_v2/; skipped when built and verified.
+# Micro models (tokenizer + micro-mtp + micro-ref) under storage/models_v2/, the embedded datasets, and the synthetic
+# benchmark's random base model (synth-mtp: its own tokenizer, trained on synthetic-verifiable); each piece is
+# skipped when built and verified.
 assets: install
 	$(BIN)/wmtp_build_micro
 	$(BIN)/wmtp_prepare_data
+	$(BIN)/wmtp_build_synthetic_base
 
-# The embedded demo: every stage on the local-light preset (micro models, embedded verifiable MBPP data, CPU, one
-# process) through papermill; executed notebooks, checkpoints, metrics, plots and the MLflow store land in runs/.
-# Runs are resumable: re-running skips finished stages (delete runs/demo-* to train again).
-PAPERMILL := $(PY) -m papermill --log-output -k python3
-demo: assets
-	@start=$$(date +%s); \
-	$(PAPERMILL) nbs/train.ipynb runs/demo-critic.ipynb -p stage critic -p run_name demo-critic \
-		-y "overrides: [training.max_steps=32, training.batch_size=4, data.n_samples=128]" && \
-	$(PAPERMILL) nbs/train.ipynb runs/demo-verifiable.ipynb -p stage verifiable -p run_name demo-verifiable \
-		-y "overrides: [models.init_from=demo-critic]" && \
-	$(PAPERMILL) nbs/train.ipynb runs/demo-rho1.ipynb -p stage rho1 -p run_name demo-rho1 && \
-	$(PAPERMILL) nbs/train.ipynb runs/demo-baseline.ipynb -p stage baseline -p run_name demo-baseline && \
-	echo "demo: training (critic -> verifiable, rho1, baseline) done in $$(( $$(date +%s) - start ))s; see runs/demo-*"
-	@start=$$(date +%s); \
-	for r in baseline verifiable rho1; do \
-		ref=""; [ $$r = rho1 ] && ref="-p reference_path storage/models_v2/micro-ref"; \
-		$(PAPERMILL) nbs/evaluate.ipynb runs/demo-eval-$$r.ipynb -p model_path runs/demo-$$r \
-			-p n 5 -p limit 20 -p max_new_tokens 128 -p ks 1,5 $$ref || exit 1; \
-	done; \
-	$(PAPERMILL) nbs/analysis_weights.ipynb runs/analysis_weights.ipynb && \
-	$(PAPERMILL) nbs/analysis_passk.ipynb runs/analysis_passk.ipynb && \
-	echo "demo: evaluation + analysis done in $$(( $$(date +%s) - start ))s; reports in runs/demo-*/eval, plots in runs/analysis"
+# What the demo needs: synthetic-verifiable (generated tasks, every record confirmed in the sandbox) and synth-mtp.
+assets-synthetic: install
+	$(BIN)/wmtp_prepare_data --only synthetic-verifiable
+	$(BIN)/wmtp_build_synthetic_base
+
+# The embedded demo: the CPU-scale synthetic benchmark (issue 14). Pretrain a micro MTP base model on the correct
+# training solutions, fine-tune the three experiments from it (critic -> verifiable, rho1 with the base as reference,
+# baseline) with 3 seeds each, evaluate base and experiments on the held-out test tasks (n = 10 samples per task),
+# then the analysis notebooks (Pass@K with CIs over tasks and seeds, the bug-token credit score); everything through
+# papermill (tools/demo.py), executed notebooks, checkpoints, MLflow store, plots and the report in runs/. Runs are
+# resumable: re-running skips finished steps (delete runs/synth-* to train again). DEMO_ARGS="--jobs 2" trains two
+# seeds at a time (one thread each) on an otherwise idle machine.
+DEMO_ARGS ?=
+demo: assets-synthetic
+	$(PY) tools/demo.py $(DEMO_ARGS)
 
 # JupyterLab on 127.0.0.1 with this .venv as the `python3` kernel; it prints the URL with its token. As root (a
 # container, a cluster node) it passes --allow-root, which Jupyter otherwise refuses; as a user it does not.

@@ -1,6 +1,6 @@
 """Write README.md from nbs/index.ipynb (what `nbdev_readme` does, without Quarto).
 
-Markdown cells are copied; visible code cells become fenced Python blocks with their text outputs.
+Markdown cells are copied (image links `images/…` made relative to the root: `nbs/images/…`); visible code cells become fenced Python blocks with their text outputs.
 `--check` exits 1 when README.md is out of date (used by `make test`).
 """
 import sys
@@ -23,7 +23,7 @@ def render(nb_path: Path) -> str:
         src = cell.source.strip()
         if not src: continue
         if cell.cell_type == "markdown":
-            parts.append(src)
+            parts.append(src.replace("](images/", "](nbs/images/"))   # images beside the notebook, seen from the root
         elif cell.cell_type == "code" and not hidden(src):
             code = "\n".join(l for l in src.splitlines() if not l.startswith("#|"))
             parts.append(f"```python\n{code}\n```")

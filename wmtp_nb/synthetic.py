@@ -18,13 +18,14 @@ from .datasets import SPLITS, write_dataset
 from .files import check_sha256sums, read_jsonl, storage_dir
 from .sampling import load_metadata
 from .sandbox import run_many
+from .tokenizer import continuation_processor, encode_continuation
 
 # %% auto #0
 __all__ = ['ARITH', 'COMPARE', 'PARITIES', 'REDUCERS', 'FAMILIES', 'ENTRY_POINT', 'MUTATION_KINDS', 'SOURCE', 'HELDOUT_PAIRS',
            'DEFAULT_TASKS', 'GENERATOR_VERSION', 'DATASET_NAME', 'TaskSpec', 'instruction', 'render_forms',
            'difficulty', 'TokenMutation', 'token_mutations', 'build_task', 'sample_spec', 'split_of', 'generate_tasks',
            'generate_records', 'confirm_records', 'build_synthetic', 'ensure_synthetic', 'synthetic_eval_tasks',
-           'output_token_offsets', 'bug_token_indices', 'make_synthetic_cli']
+           'output_token_offsets', 'bug_token_indices', 'bug_token_positions', 'make_synthetic_cli']
 
 # %% ../nbs/16_synthetic.ipynb #0133f481
 ARITH = {"+": operator.add, "-": operator.sub, "*": operator.mul, "//": operator.floordiv, "%": operator.mod}
@@ -481,13 +482,13 @@ def synthetic_eval_tasks(dataset_dir: str | Path | None = None, split: str = "te
 
 # %% ../nbs/16_synthetic.ipynb #a3803a69
 def output_token_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    "Token ids of `text` (as `tokenizer.encode(text, bos=False, eos=False)`) and each token's `[start, end)` in characters."
-    sp = getattr(tokenizer, "sp_model", tokenizer)
+    "Token ids of `text` as the collator encodes an output (`encode_continuation`, no EOS) and each token's `[start, end)` in characters."
+    sp = continuation_processor(tokenizer)
     proto = sp.EncodeAsProto(text) if hasattr(sp, "EncodeAsProto") else sp.encode(text, out_type="proto")
     char_at = [i for i, ch in enumerate(text) for _ in ch.encode("utf-8")] + [len(text)]  # byte offset -> character
     ids = [p.id for p in proto.pieces]
-    if sp is not tokenizer and ids != tokenizer.encode(text, bos=False, eos=False):  # the project's Tokenizer
-        raise ValueError(f"output_token_offsets: the proto encoding of {text[:40]!r}… differs from tokenizer.encode")
+    if ids != encode_continuation(tokenizer, text):
+        raise ValueError(f"output_token_offsets: the proto encoding of {text[:40]!r}… differs from encode_continuation")
     spans = [(char_at[p.begin], char_at[p.end] if p.end > p.begin else char_at[p.begin]) for p in proto.pieces]
     return ids, spans
 
@@ -502,6 +503,23 @@ def bug_token_indices(offsets: Sequence[tuple[int, int]], span: Sequence[int]) -
         raise ValueError(f"bug span {list(span)} overlaps no token (tokens cover {offsets[0][0] if offsets else 0}.."
                          f"{offsets[-1][1] if offsets else 0})")
     return hits
+
+# %% ../nbs/16_synthetic.ipynb #5c0d1e7a
+def bug_token_positions(collator, record: Mapping) -> list[int]:
+    "Positions in `collator.encode(record)`'s sequence of the tokens that overlap the record's bug span (its labels there are the bug tokens)."
+    m = (record.get("metadata") or {}).get("mutation")
+    if not m or "bug_span" not in m:
+        raise ValueError(f"record {record.get('task_id', '?')!r}: no metadata.mutation.bug_span (not a synthetic mutant)")
+    ids, labels = collator.encode(record)
+    n_prompt = sum(1 for x in labels if x == -100)
+    out_ids, offsets = output_token_offsets(collator.tokenizer, record["output"])
+    if labels[n_prompt:n_prompt + len(out_ids)] != out_ids[:len(labels) - n_prompt]:
+        raise ValueError(f"record {record.get('task_id', '?')!r}: the collator's output tokens differ from encode_continuation's")
+    pos = [n_prompt + i for i in bug_token_indices(offsets, m["bug_span"])]
+    if pos[-1] >= len(labels):
+        raise ValueError(f"record {record.get('task_id', '?')!r}: bug token at position {pos[-1]} is cut off by "
+                         f"max_length={collator.max_length}")
+    return pos
 
 # %% ../nbs/16_synthetic.ipynb #f76824ff
 @call_parse
