@@ -8,11 +8,12 @@ STAMP := $(VENV)/.installed
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install test sync nbtest pytest docs lab mlflow demo assets assets-synthetic clean help
+.PHONY: install test sync nbtest pytest docs lab mlflow demo figures assets assets-synthetic clean help
 
 help:
 	@echo "make test   - set up .venv, check notebooks/library sync, run nbdev_test, build docs, run pytest"
 	@echo "make demo   - the CPU-scale synthetic benchmark: pretrain a base, 3 experiments x 3 seeds, evaluate, analyse (runs/)"
+	@echo "make figures - copy the demo's plots into nbs/images/ for the docs pages (after make demo)"
 	@echo "make docs   - build the docs site offline into _docs/"
 	@echo "make lab    - JupyterLab on 127.0.0.1 with the project's environment (LAB_PORT=8888; root too)"
 	@echo "make mlflow - MLflow UI over runs/mlflow.db on http://127.0.0.1:5000 (MLFLOW_PORT=5000)"
@@ -70,6 +71,10 @@ assets-synthetic: install
 DEMO_ARGS ?=
 demo: assets-synthetic
 	$(PY) tools/demo.py $(DEMO_ARGS)
+
+# The demo's plots for the docs site (nbs/images/, each at most 200 KB): train, analysis_weights, analysis_passk.
+figures: install
+	$(PY) tools/figures.py
 
 # JupyterLab on 127.0.0.1 with this .venv as the `python3` kernel; it prints the URL with its token. As root (a
 # container, a cluster node) it passes --allow-root, which Jupyter otherwise refuses; as a user it does not.

@@ -122,6 +122,31 @@ def test_sidebar_sections_rendered(pages):
         assert re.search(rf">\s*{section}\s*<", html), f"index.html has no sidebar section {section}"
 
 
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img" and a.get("src"): self.srcs.append(a["src"])
+
+
+@pytest.mark.parametrize("page,at_least", [("train.html", 3), ("analysis_weights.html", 4), ("analysis_passk.html", 2),
+                                           ("06_weighting.html", 1), ("index.html", 3)])
+def test_pages_show_their_figures(pages, page, at_least):
+    "The run and analysis pages show the committed demo's plots (tools/figures.py), 06_weighting its heat-map."
+    p = _Images()
+    p.feed(pages[page].read_text(encoding="utf-8"))
+    pictures = [s for s in p.srcs if s.startswith("data:image/png") or s.endswith(".png")]
+    assert len(pictures) >= at_least, f"{page} shows {len(pictures)} figures: {p.srcs}"
+    for src in pictures:
+        if src.startswith("data:"): continue
+        f = (pages[page].parent / src).resolve()
+        assert f.is_file(), f"{page}: {src} is not on the site"
+        assert f.stat().st_size <= 200_000, f"{page}: {src} is {f.stat().st_size} bytes (at most 200 KB)"
+
+
 def test_api_page_renders_show_doc(pages):
     html = pages["00_files.html"].read_text(encoding="utf-8")
     assert re.search(r"atomic_write", html) and "<h" in html
