@@ -8,11 +8,12 @@ from __future__ import annotations
 import gzip, json, math, os, platform, time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 import torch
 from fastcore.script import Param, anno_parser, call_parse, store_true
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .files import atomic_write_json, progress_bar, read_jsonl, runs_dir, sha256_file, write_jsonl
 from .tokenizer import humaneval_file, mbpp_dir
@@ -26,11 +27,11 @@ from .train import mlflow_experiment, tracking_uri
 __all__ = ['DEFAULT_KS', 'PROMPT_CONVENTIONS', 'DATASETS', 'EXPERIMENT_STAGES', 'pass_at_k', 'per_task_pass_at_k',
            'mean_pass_at_k', 'resolve_ks', 'bootstrap_ci', 'EvalTask', 'humaneval_tasks', 'mbpp_tasks',
            'codecontests_tasks', 'load_codecontests', 'synthetic_tasks', 'score_completions', 'build_report',
-           'write_eval', 'report_metrics', 'log_report_mlflow', 'load_policy', 'default_eval_dir', 'load_tasks',
-           'default_stop', 'select_tasks', 'evaluate', 'read_samples', 'score_samples', 'score_samples_cli', 'main',
-           'rho1_comparison', 'run_config', 'find_runs', 'read_run_metrics', 'metric_series', 'load_eval',
-           'paired_bootstrap_diff', 'experiment_runs', 'seed_task_matrix', 'bootstrap_ci_seeds',
-           'paired_bootstrap_diff_seeds', 'heldout_batches', 'critic_weight_samples']
+           'write_eval', 'report_metrics', 'log_report_mlflow', 'load_policy', 'default_eval_dir', 'EvalConfig',
+           'load_tasks', 'default_stop', 'select_tasks', 'evaluate', 'read_samples', 'score_samples',
+           'score_samples_cli', 'main', 'rho1_comparison', 'run_config', 'find_runs', 'read_run_metrics',
+           'metric_series', 'load_eval', 'paired_bootstrap_diff', 'experiment_runs', 'seed_task_matrix',
+           'bootstrap_ci_seeds', 'paired_bootstrap_diff_seeds', 'heldout_batches', 'critic_weight_samples']
 
 # %% ../nbs/15_evaluate.ipynb #981799eb
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -341,9 +342,65 @@ def default_eval_dir(model_path: str | Path, dataset: str) -> Path:
     run = p.relative_to(runs).parts[0] if p.is_relative_to(runs) and p != runs else p.name
     return runs / run / "eval" / dataset
 
-# %% ../nbs/15_evaluate.ipynb #fa8d1f5b
+# %% ../nbs/15_evaluate.ipynb #8cbd58e0
+def _parse_ks(ks: str | Sequence[int] | None) -> tuple[int, ...] | None:
+    if ks is None or ks == "": return None
+    if isinstance(ks, str):
+        try:
+            return tuple(int(k) for k in ks.split(",") if k.strip())
+        except ValueError:
+            raise ValueError(f"ks: expected comma-separated integers like '1,5,10', got {ks!r}") from None
+    return tuple(int(k) for k in ks)
+
+# %% ../nbs/15_evaluate.ipynb #9f56ed94
 DATASETS = ("humaneval", "mbpp", "codecontests", "synthetic")
 
+class EvalConfig(BaseModel):
+    "How a model is evaluated: tasks, sampling, sandbox and outputs (shared by `evaluate`, the CLI and evaluate.ipynb)."
+    model_config = ConfigDict(extra="forbid")
+    dataset: str = "humaneval"                       # humaneval, mbpp, codecontests or synthetic
+    split: str = "test"                              # MBPP / synthetic split: train, valid or test
+    n: int = Field(10, ge=1)                         # samples per task
+    temperature: float = Field(0.8, ge=0)            # 0: greedy
+    top_p: float = Field(0.95, gt=0, le=1)
+    max_new_tokens: int = Field(384, ge=1)
+    seed: int = Field(0, ge=0)                       # sampling seed (per-sample generators derive from it)
+    limit: Optional[int] = Field(None, ge=1)         # the first `limit` tasks only
+    task_ids: Optional[list[str]] = None             # these tasks, in this order
+    batch_size: int = Field(16, ge=1)                # sequences decoded together
+    workers: int = Field(2, ge=1)                    # parallel sandbox workers
+    timeout: float = Field(3.0, gt=0)                # seconds per program
+    ks: Optional[tuple[int, ...]] = None             # k of Pass@k, each <= n (None: those of 1, 5, 10 <= n)
+    out_dir: Optional[Path] = None                   # None: runs/<run>/eval/<dataset>
+    speculative: bool = False                        # greedy self-speculative decoding with the extra heads
+    device: str = "cpu"
+    log_mlflow: bool = True
+    run_name: Optional[str] = None                   # the report's run name (None: the model's run)
+    codecontests_path: Optional[Path] = None         # parquet / JSONL for dataset codecontests
+    progress: bool = True
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        if v not in DATASETS: raise ValueError(f"unknown dataset {v!r}; expected one of {DATASETS}")
+        return v
+
+    @field_validator("split")
+    @classmethod
+    def _known_split(cls, v: str) -> str:
+        if v not in ("train", "valid", "test"): raise ValueError(f"unknown split {v!r}; expected train, valid or test")
+        return v
+
+    @field_validator("ks", mode="before")
+    @classmethod
+    def _parse(cls, v): return _parse_ks(v)   # "1,5,10" from a command line or a papermill parameter
+
+    @model_validator(mode="after")
+    def _ks_fit_n(self) -> "EvalConfig":
+        resolve_ks(self.ks, self.n)                    # a k above n is refused here, before any sample is drawn
+        return self
+
+# %% ../nbs/15_evaluate.ipynb #fa8d1f5b
 def load_tasks(dataset: str, split: str = "test", codecontests_path: str | Path | None = None,
                max_tests: int | None = None) -> list[EvalTask]:
     "The tasks of `dataset` (`humaneval`, `mbpp` or `synthetic` with its `split`, or `codecontests` from a parquet/JSONL file)."
@@ -375,47 +432,43 @@ def select_tasks(tasks: Sequence[EvalTask], limit: int | None = None, task_ids: 
         return [by_id[t] for t in task_ids]
     return list(tasks[:limit] if limit else tasks)
 
-def evaluate(model_path: str | Path, dataset: str = "humaneval", split: str = "test", n: int = 10,
-             temperature: float = 0.8, top_p: float = 0.95, max_new_tokens: int = 384, seed: int = 0,
-             limit: int | None = None, task_ids: Sequence[str] | None = None, batch_size: int = 16,
-             workers: int = 2, timeout: float = 3.0, ks: Sequence[int] | None = None, out_dir: str | Path | None = None,
-             speculative: bool = False, device: str = "cpu", log_mlflow: bool = True, run_name: str | None = None,
-             codecontests_path: str | Path | None = None, progress: bool = True) -> dict:
-    "Generate `n` samples per task with the model at `model_path` (a run dir: its validation-chosen best/, else last/), score them in the sandbox, write and return the report (`ks`: see `resolve_ks`)."
+def evaluate(model_path: str | Path, cfg: EvalConfig | None = None, **settings) -> dict:
+    "Generate `cfg.n` samples per task with the model at `model_path` (a run dir: its validation-chosen best/, else last/), score them in the sandbox, write and return the report. `settings` are `EvalConfig` fields, over `cfg`."
+    cfg = EvalConfig(**{**(cfg.model_dump(exclude_unset=True) if cfg else {}), **settings})  # checked before anything loads
+    dataset, split, n, seed, ks = cfg.dataset, cfg.split, cfg.n, cfg.seed, resolve_ks(cfg.ks, cfg.n)
     from wmtp_nb.train import resolve_checkpoint, run_data_condition
     t0 = time.time()
-    ks = resolve_ks(ks, n)                                 # before anything is loaded or generated
     model_path = resolve_checkpoint(model_path)
-    tasks = select_tasks(load_tasks(dataset, split, codecontests_path), limit, task_ids)
+    tasks = select_tasks(load_tasks(dataset, split, cfg.codecontests_path), cfg.limit, cfg.task_ids)
     torch.manual_seed(seed)
-    model, tok = load_policy(model_path, device=device)
-    params = SamplingParams(n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+    model, tok = load_policy(model_path, device=cfg.device)
+    params = SamplingParams(n=n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=seed,
                             stop=default_stop(dataset))
     t1 = time.time()
-    comps = generate(model, tok, [t.prompt for t in tasks], params, batch_size=batch_size, speculative=speculative,
-                     progress=progress)
+    comps = generate(model, tok, [t.prompt for t in tasks], params, batch_size=cfg.batch_size, speculative=cfg.speculative,
+                     progress=cfg.progress)
     t2 = time.time()
-    results = score_completions(tasks, {t.task_id: c for t, c in zip(tasks, comps)}, timeout=timeout,
-                                workers=workers, ks=ks, progress=progress)
+    results = score_completions(tasks, {t.task_id: c for t, c in zip(tasks, comps)}, timeout=cfg.timeout,
+                                workers=cfg.workers, ks=ks, progress=cfg.progress)
     t3 = time.time()
-    out_dir = Path(out_dir) if out_dir else default_eval_dir(model_path, dataset)
+    out_dir = cfg.out_dir if cfg.out_dir else default_eval_dir(model_path, dataset)
     from wmtp_nb import __version__
     meta = {
         "model": str(model_path), "tokenizer_sha256": _sha256_or_none(model.tokenizer_path),
         "dataset": dataset, "split": split if dataset in ("mbpp", "synthetic") else "test",
         "prompt_convention": PROMPT_CONVENTIONS[dataset], "sampling": params.as_dict(), "seed": seed,
-        "speculative": speculative, "limit": limit, "task_ids": list(task_ids) if task_ids else None,
-        "sandbox": {"timeout": timeout, "workers": workers},
+        "speculative": cfg.speculative, "limit": cfg.limit, "task_ids": cfg.task_ids,
+        "sandbox": {"timeout": cfg.timeout, "workers": cfg.workers},
         "timings_s": {"load": round(t1 - t0, 3), "generation": round(t2 - t1, 3), "execution": round(t3 - t2, 3),
                       "total": round(time.time() - t0, 3)},
-        "device": device, "torch": torch.__version__, "wmtp_nb": __version__, "python": platform.python_version(),
+        "device": cfg.device, "torch": torch.__version__, "wmtp_nb": __version__, "python": platform.python_version(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "run": run_name or default_eval_dir(model_path, dataset).parent.parent.name,
+        "run": cfg.run_name or default_eval_dir(model_path, dataset).parent.parent.name,
         "data_condition": run_data_condition(model_path),   # what the evaluated run trained on (None outside a run)
     }
     report = build_report(results, ks, meta, seed=seed)
     write_eval(out_dir, results, report)
-    if log_mlflow:
+    if cfg.log_mlflow:
         report["mlflow_run_id"] = log_report_mlflow(report, out_dir, run_name=f"{report['run']}-{dataset}")
         atomic_write_json(out_dir / "report.json", report)
     return report
@@ -491,14 +544,7 @@ def _score_samples_args(
     print(json.dumps({"pass_at_k": r["pass_at_k"], "ci95": r["ci95"], "n_tasks": r["n_tasks"],
                       "n_samples": r["n_samples"]}, indent=1))
 
-def _parse_ks(ks: str | Sequence[int] | None) -> tuple[int, ...] | None:
-    if ks is None or ks == "": return None
-    if isinstance(ks, str):
-        try:
-            return tuple(int(k) for k in ks.split(",") if k.strip())
-        except ValueError:
-            raise ValueError(f"ks: expected comma-separated integers like '1,5,10', got {ks!r}") from None
-    return tuple(int(k) for k in ks)
+
 
 # %% ../nbs/15_evaluate.ipynb #eaf154ae
 @call_parse
@@ -524,9 +570,11 @@ def main(
     codecontests_path: Param("CodeContests parquet/JSONL (dataset codecontests)", str) = None,
 ):
     "Evaluate a model on HumanEval / MBPP / CodeContests: sample, run in the sandbox, write Pass@K reports."
-    r = evaluate(model_path, dataset, split, n, temperature, top_p, max_new_tokens, seed, limit,
-                 task_ids.split(",") if task_ids else None, batch_size, workers, timeout, _parse_ks(ks), out_dir,
-                 speculative, device, not no_mlflow, None, codecontests_path)
+    cfg = EvalConfig(dataset=dataset, split=split, n=n, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
+                     seed=seed, limit=limit, task_ids=task_ids.split(",") if task_ids else None, batch_size=batch_size,
+                     workers=workers, timeout=timeout, ks=ks, out_dir=out_dir, speculative=speculative, device=device,
+                     log_mlflow=not no_mlflow, codecontests_path=codecontests_path)
+    r = evaluate(model_path, cfg)
     print(json.dumps({k: r[k] for k in ("dataset", "prompt_convention", "pass_at_k", "ci95", "n_tasks", "n_samples", "timings_s")}, indent=1))
     print("report:", Path(out_dir or default_eval_dir(model_path, dataset)) / "report.json")
 
