@@ -98,7 +98,7 @@ def test_make_mlflow_serves_the_demo_runs(store):
 
 
 def test_analysis_readers_on_the_store(store):
-    from wmtp_nb.evaluate import find_runs, read_run_metrics
+    from wmtp_nb.analysis import find_runs, read_run_metrics
     assert find_runs(store, stages=("baseline", "critic")) == {"baseline": store / "demo-baseline", "critic": store / "demo-critic"}
     rows = read_run_metrics(store / "demo-baseline")           # metrics.jsonl
     (store / "demo-critic" / "metrics.jsonl").unlink()

@@ -24,14 +24,12 @@ from .datasets import mbpp_tests_prompt
 from .train import mlflow_experiment, tracking_uri
 
 # %% auto #0
-__all__ = ['DEFAULT_KS', 'PROMPT_CONVENTIONS', 'DATASETS', 'EXPERIMENT_STAGES', 'pass_at_k', 'per_task_pass_at_k',
-           'mean_pass_at_k', 'resolve_ks', 'bootstrap_ci', 'EvalTask', 'humaneval_tasks', 'mbpp_tasks',
-           'codecontests_tasks', 'load_codecontests', 'synthetic_tasks', 'score_completions', 'build_report',
-           'write_eval', 'report_metrics', 'log_report_mlflow', 'load_policy', 'default_eval_dir', 'EvalConfig',
-           'load_tasks', 'default_stop', 'select_tasks', 'evaluate', 'read_samples', 'score_samples',
-           'score_samples_cli', 'main', 'rho1_comparison', 'run_config', 'find_runs', 'read_run_metrics',
-           'metric_series', 'load_eval', 'paired_bootstrap_diff', 'experiment_runs', 'seed_task_matrix',
-           'bootstrap_ci_seeds', 'paired_bootstrap_diff_seeds', 'heldout_batches', 'critic_weight_samples']
+__all__ = ['DEFAULT_KS', 'PROMPT_CONVENTIONS', 'DATASETS', 'pass_at_k', 'per_task_pass_at_k', 'mean_pass_at_k', 'resolve_ks',
+           'bootstrap_ci', 'EvalTask', 'humaneval_tasks', 'mbpp_tasks', 'codecontests_tasks', 'load_codecontests',
+           'synthetic_tasks', 'score_completions', 'build_report', 'write_eval', 'report_metrics', 'log_report_mlflow',
+           'load_policy', 'default_eval_dir', 'EvalConfig', 'load_tasks', 'default_stop', 'select_tasks', 'evaluate',
+           'read_samples', 'score_samples', 'score_samples_cli', 'main', 'rho1_comparison', 'heldout_batches',
+           'critic_weight_samples']
 
 # %% ../nbs/15_evaluate.ipynb #981799eb
 def pass_at_k(n: int, c: int, k: int) -> float:
@@ -613,160 +611,6 @@ def rho1_comparison(policy: torch.nn.Module, reference: torch.nn.Module, batches
         heads.append({"head": k, "tokens": int(n), "policy_ce": pce, "reference_ce": rce, "excess_loss": pce - rce,
                       "policy_ppl": math.exp(pce), "reference_ppl": math.exp(rce), "frac_policy_worse": worse / max(n, 1)})
     return {"heads": heads, "n_sequences": n_seq, "n_batches": n_batches}
-
-# %% ../nbs/15_evaluate.ipynb #b0b9a141
-EXPERIMENT_STAGES = {"baseline": "Baseline MTP", "verifiable": "Verifiable-Critic WMTP", "rho1": "Rho-1 Weighted"}
-
-def run_config(run_dir: str | Path) -> dict:
-    "The merged training config of a run (`runs/<run>/config.yaml`)."
-    import yaml
-    p = Path(run_dir) / "config.yaml"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p} not found (not a training run directory)")
-    cfg = yaml.safe_load(p.read_text())
-    if not isinstance(cfg, dict) or "experiment" not in cfg:
-        raise ValueError(f"{p}: expected a training config with an `experiment` section")
-    return cfg
-
-def find_runs(runs_root: str | Path | None = None, stages: Sequence[str] = tuple(EXPERIMENT_STAGES)) -> dict[str, Path]:
-    "The latest run directory of each stage under `runs_root` (by `metrics.jsonl` / `config.yaml` time)."
-    root = Path(runs_root or runs_dir())
-    found: dict[str, tuple[float, Path]] = {}
-    for cfg_file in sorted(root.glob("*/config.yaml")):
-        try:
-            stage = run_config(cfg_file.parent)["experiment"].get("stage")
-        except (ValueError, OSError):
-            continue
-        if stage in stages:
-            m = cfg_file.parent / "metrics.jsonl"
-            t = (m if m.is_file() else cfg_file).stat().st_mtime
-            if stage not in found or t > found[stage][0]:
-                found[stage] = (t, cfg_file.parent)
-    return {s: found[s][1] for s in stages if s in found}
-
-def read_run_metrics(run_dir: str | Path) -> list[dict]:
-    "Rows `{step, metric: value, …}` of a run: its `metrics.jsonl`, else its MLflow run's history (`mlflow_run_id`, in the store training used)."
-    d = Path(run_dir)
-    if (d / "metrics.jsonl").is_file():
-        return read_jsonl(d / "metrics.jsonl")
-    if not (d / "mlflow_run_id").is_file():
-        raise FileNotFoundError(f"{d}: neither metrics.jsonl nor mlflow_run_id")
-    import mlflow
-    cfg = run_config(d) if (d / "config.yaml").is_file() else {}
-    uri = tracking_uri((cfg.get("mlflow") or {}).get("tracking_uri"), d.parent)  # where training logged it
-    client = mlflow.MlflowClient(uri)
-    run_id = (d / "mlflow_run_id").read_text().strip()
-    try:
-        keys = client.get_run(run_id).data.metrics
-    except mlflow.exceptions.MlflowException as e:
-        raise FileNotFoundError(f"{d}: no metrics.jsonl, and MLflow run {run_id} is not in {uri} ({e.message})") from None
-    rows: dict[int, dict] = {}
-    for key in keys:
-        for m in client.get_metric_history(run_id, key):
-            rows.setdefault(m.step, {"step": m.step})[key] = m.value
-    return [rows[s] for s in sorted(rows)]
-
-def metric_series(rows: Sequence[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
-    "Steps and values of one metric (rows without it, or with null, are skipped)."
-    pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-    return (np.array([p[0] for p in pts]), np.array([p[1] for p in pts], dtype=float)) if pts else (np.array([]), np.array([]))
-
-def load_eval(run_dir: str | Path, dataset: str) -> tuple[dict, list[dict]] | None:
-    "`(report, per-task results)` of `runs/<run>/eval/<dataset>/`, or None when the run was not evaluated on it."
-    d = Path(run_dir) / "eval" / dataset
-    if not (d / "report.json").is_file():
-        return None
-    results = read_jsonl(d / "results.jsonl") if (d / "results.jsonl").is_file() else []
-    return json.loads((d / "report.json").read_text()), results
-
-def paired_bootstrap_diff(a: Sequence[float], b: Sequence[float], n_boot: int = 2000, seed: int = 0) -> tuple[float, float, float]:
-    "Mean of a − b over the same tasks and its percentile bootstrap 95 % CI (tasks resampled jointly)."
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    if a.shape != b.shape:
-        raise ValueError(f"paired_bootstrap_diff: per-task arrays differ in shape {a.shape} vs {b.shape} (same tasks needed)")
-    lo, hi = bootstrap_ci(a - b, n_boot=n_boot, seed=seed)
-    return float((a - b).mean()), lo, hi
-
-# %% ../nbs/15_evaluate.ipynb #b2f8d5e1
-def experiment_runs(runs_root: str | Path | None = None, benchmark: str | None = None,
-                    stages: Sequence[str] = ("pretrain", "critic", *EXPERIMENT_STAGES)) -> dict[str, list[Path]]:
-    "`{experiment: [run dirs, by seed]}` of a benchmark (`experiment.tags.benchmark`); without one, the latest untagged run per stage."
-    root = Path(runs_root or runs_dir())
-    found: dict[str, list[tuple]] = {}
-    for cfg_file in sorted(root.glob("*/config.yaml")):
-        try:
-            cfg = run_config(cfg_file.parent)
-        except (ValueError, OSError):
-            continue
-        tags = cfg["experiment"].get("tags") or {}
-        if (tags.get("benchmark") or None) != (benchmark or None):
-            continue
-        exp = tags.get("role") or cfg["experiment"].get("stage")
-        if exp not in stages:
-            continue
-        if benchmark:
-            key = (int((cfg.get("runtime") or {}).get("seed", 0)), cfg_file.parent.name)
-        else:                                                                  # the latest, as find_runs
-            m = cfg_file.parent / "metrics.jsonl"
-            key = (-(m if m.is_file() else cfg_file).stat().st_mtime_ns, cfg_file.parent.name)
-        found.setdefault(exp, []).append((key, cfg_file.parent))
-    return {e: [d for _, d in sorted(found[e], key=lambda x: x[0])][: None if benchmark else 1] for e in stages if e in found}
-
-def seed_task_matrix(results: Sequence[Sequence[dict]], k: int) -> tuple[list[str], np.ndarray]:
-    "Per-task pass@k of several evaluations (one per seed) over the tasks all of them have: `(task ids, [seeds, tasks])`."
-    if not results:
-        raise ValueError("seed_task_matrix: no evaluations")
-    per = []
-    for i, res in enumerate(results):
-        if not res:
-            raise ValueError(f"seed_task_matrix: evaluation {i} has no per-task results")
-        per.append({r["task_id"]: pass_at_k(int(r["n"]), int(r["c"]), k) for r in res})
-    common = sorted(set.intersection(*(set(p) for p in per)))
-    if not common:
-        raise ValueError("seed_task_matrix: the evaluations share no task")
-    return common, np.array([[p[t] for t in common] for p in per])
-
-# %% ../nbs/15_evaluate.ipynb #c3a9e6f2
-def _draw_means(rng: np.random.Generator, m: np.ndarray, tidx: np.ndarray) -> np.ndarray:
-    "Means of `m` `[S, T]` over resampled tasks `tidx` `[c, T]` and (when S > 1) resampled seeds."
-    if m.shape[0] == 1:
-        return m[0][tidx].mean(axis=1)
-    sidx = rng.integers(0, m.shape[0], size=(tidx.shape[0], m.shape[0]))      # [c, S]
-    return m[sidx[:, :, None], tidx[:, None, :]].mean(axis=(1, 2))
-
-def _check_matrix(name: str, m) -> np.ndarray:
-    m = np.asarray(m, dtype=np.float64)
-    if m.ndim != 2 or m.size == 0:
-        raise ValueError(f"{name}: expected a non-empty [seeds, tasks] matrix, got shape {m.shape}")
-    return m
-
-def bootstrap_ci_seeds(m, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
-    "Percentile bootstrap CI of the mean of a `[seeds, tasks]` matrix: tasks and seeds resampled with replacement."
-    m = _check_matrix("bootstrap_ci_seeds", m)
-    if not 0 < level < 1:
-        raise ValueError(f"bootstrap_ci_seeds: level must be in (0, 1), got {level}")
-    rng, T = np.random.default_rng(seed), m.shape[1]
-    means = np.empty(n_boot)
-    for s in range(0, n_boot, 256):
-        tidx = rng.integers(0, T, size=(min(256, n_boot - s), T))
-        means[s:s + tidx.shape[0]] = _draw_means(rng, m, tidx)
-    lo, hi = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
-
-def paired_bootstrap_diff_seeds(a, b, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    "Mean of a − b (`[seeds, tasks]` each, the same tasks) and its CI: tasks resampled jointly, each side's seeds on their own."
-    a, b = _check_matrix("paired_bootstrap_diff_seeds (a)", a), _check_matrix("paired_bootstrap_diff_seeds (b)", b)
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"paired_bootstrap_diff_seeds: {a.shape[1]} vs {b.shape[1]} tasks (the same tasks are needed)")
-    if a.shape[0] == b.shape[0] == 1:
-        return paired_bootstrap_diff(a[0], b[0], n_boot=n_boot, seed=seed)
-    rng, T = np.random.default_rng(seed), a.shape[1]
-    d = np.empty(n_boot)
-    for s in range(0, n_boot, 256):
-        tidx = rng.integers(0, T, size=(min(256, n_boot - s), T))
-        d[s:s + tidx.shape[0]] = _draw_means(rng, a, tidx) - _draw_means(rng, b, tidx)
-    lo, hi = np.quantile(d, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(a.mean() - b.mean()), float(lo), float(hi)
 
 # %% ../nbs/15_evaluate.ipynb #dd210370
 def heldout_batches(tokenizer, records: Sequence[dict], batch_size: int = 8, max_length: int = 256) -> list[dict]:
