@@ -622,23 +622,25 @@ def heldout_batches(tokenizer, records: Sequence[dict], batch_size: int = 8, max
     return [coll(list(records[i:i + batch_size])) for i in range(0, len(records), batch_size)]
 
 @torch.inference_mode()
-def critic_weight_samples(adapter: torch.nn.Module, batches: Iterable[dict], weighting: dict | None = None) -> dict[str, np.ndarray]:
-    "Per-token TD errors, normalised advantages and weights of a policy with a value head on `batches` (valid tokens)."
+def critic_weight_samples(adapter: torch.nn.Module, batches: Iterable[dict], weighting: "WeightingConfig | dict | None" = None,
+                          stats: "RunningStats | None" = None) -> dict[str, np.ndarray]:
+    "Per-token TD errors, normalised advantages and weights of a policy with a value head on `batches` (valid tokens), through the verifiable stage's own call."
+    from wmtp_nb.config import WeightingConfig
     from wmtp_nb.weighting import normalize_advantages, verifiable_weights
     if getattr(adapter, "value_head", None) is None:
         raise ValueError("critic_weight_samples: the model has no value head (load a critic or verifiable checkpoint)")
-    w = {"gamma": 1.0, "lam": 0.95, "normalize": "zscore", "temperature": 1.0, "w_min": 0.1, "w_max": 5.0,
-         "entropy_floor": 0.01, "mode": "softmax", "reward_correct": 1.0, "reward_incorrect": 0.0, **(weighting or {})}
+    w = weighting if isinstance(weighting, WeightingConfig) else WeightingConfig(**(weighting or {}))  # the schema's defaults
     out: dict[str, list] = {"td_error": [], "advantage": [], "weight": [], "value": []}
     for b in batches:
         h = adapter.trunk_states(b["input_ids"], b["attention_mask"])
         values = adapter.value_forward(h).float()  # [B, S]: V_j from h_j
-        rewards = torch.where(b["is_correct"].bool(), w["reward_correct"], w["reward_incorrect"]).float()  # [B]
-        # the training stage's pipeline: steps are the output states (SPEC §6), one weight per emitted token
-        tdw = verifiable_weights(values, rewards, b["labels"] != -100, 1, w["gamma"], w["lam"], w["normalize"],
-                                 temperature=w["temperature"], clip=(w["w_min"], w["w_max"]),
-                                 entropy_floor=w["entropy_floor"], mode=w["mode"])
-        mask, norm = tdw.state_mask, normalize_advantages(tdw.advantages, tdw.state_mask, w["normalize"])
+        rewards = torch.where(b["is_correct"].bool(), w.reward_correct, w.reward_incorrect).float()  # [B]
+        # as VerifiableStage._weights: steps are the output states (SPEC §6), one weight per emitted token; `stats`
+        # (the run's running statistics) are read, never updated; without them each batch is normalised by its own moments
+        tdw = verifiable_weights(values, rewards, b["labels"] != -100, 1, w.gamma, w.lam, w.normalize, stats, False,
+                                 w.temperature, (w.w_min, w.w_max), w.entropy_floor, w.mode, w.sequence_weight,
+                                 (w.reward_correct, w.reward_incorrect))
+        mask, norm = tdw.state_mask, normalize_advantages(tdw.advantages, tdw.state_mask, w.normalize, stats=stats, update_stats=False)
         for k, x in (("td_error", tdw.deltas), ("advantage", norm), ("weight", tdw.states), ("value", values)):
             out[k].append(x[mask].numpy())
     if not out["weight"]:
