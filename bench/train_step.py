@@ -85,8 +85,8 @@ def setup(a):
 def make_step(mode: str, ad, ids, tg, ref, optimizers: dict):
     "One optimiser step of `mode` as a function returning the loss (Rho1Stage.micro_step's arguments for rho1 modes)."
     import torch
-    from wmtp_nb.train import MTP_LOSSES, fast_adamw, rho1_keep_counts
-    from wmtp_nb.weighting import rho1_weights
+    from wmtp_nb.train import MTP_LOSSES, fast_adamw
+    from wmtp_nb.weighting import rho1_keep_counts, rho1_weights
     rho1, impl, dt = mode.startswith("rho1-"), mode.removeprefix("rho1-").rsplit("-", 1)[0], mode.rsplit("-", 1)[1]
     kw = {}
     if impl == "fused-recompute": kw["head_weights"] = lambda k, ce: torch.ones_like(ce)   # weights "after" the CE

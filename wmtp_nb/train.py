@@ -28,15 +28,15 @@ from .checkpoint import CheckpointManager, is_checkpoint
 from .memory import plan_for_config, preflight
 from .weighting import (RunningStats, align_to_heads, compute_gae, critic_targets, distributed_sum, gae_metrics,
                                last_state_value, output_states, per_token_ce, per_token_kl, rho1_metrics, rho1_weights,
-                               value_loss, verifiable_weights, weight_metrics, mtp_weighted_loss)
+                               value_loss, verifiable_weights, weight_metrics, mtp_weighted_loss, rho1_keep_counts)
 
 # %% auto #0
 __all__ = ['PreHeads', 'HeadWeights', 'MTP_LOSSES', 'TRUNCATED_WARN_SHARE', 'VALID_SEED', 'PROMPT_PROBES', 'COUNTS', 'ADDITIVE',
            'STAGES', 'MTPPass', 'loss_denominator', 'naive_mtp_loss', 'efficient_mtp_loss', 'lr_factor', 'fast_adamw',
            'make_optimizer', 'scan_records', 'check_truncation', 'MicroBatches', 'ValidationSet', 'tokenizer_identity',
            'weights_sha256', 'reference_weights_sha256', 'prompt_identity', 'reference_token_ce', 'ReferenceCECache',
-           'rho1_keep_counts', 'batch_counts', 'Stage', 'CriticStage', 'VerifiableStage', 'Rho1Stage', 'RefTuningStage',
-           'step_counts', 'accumulate_gradients', 'reduce_step_metrics', 'valid_metrics', 'validate', 'tracking_uri',
+           'batch_counts', 'Stage', 'CriticStage', 'VerifiableStage', 'Rho1Stage', 'RefTuningStage', 'step_counts',
+           'accumulate_gradients', 'reduce_step_metrics', 'valid_metrics', 'validate', 'tracking_uri',
            'mlflow_experiment', 'RunLogger', 'chosen_on_validation', 'resolve_checkpoint', 'run_data_condition',
            'resolve_init', 'build_adapter', 'export_reference', 'finish_run', 'build_rho1', 'param_fingerprint',
            'check_ranks_agree', 'lock_run', 'RunOutcome', 'default_run_name', 'train', 'main']
@@ -387,12 +387,6 @@ def _rewards(batch: dict, cfg: Config, device) -> torch.Tensor:
     "Per-sequence reward `[B]`: reward_correct for is_correct, else reward_incorrect."
     c = batch["is_correct"].to(device).float()
     return c * cfg.weighting.reward_correct + (1 - c) * cfg.weighting.reward_incorrect
-
-def rho1_keep_counts(mask: torch.Tensor, k_percent: float) -> torch.Tensor:
-    "Tokens kept per head `[H]` by `rho1_weights` (round(n·k), at least 1 when a head has valid tokens)."
-    n = mask.flatten(0, 1).sum(0)                                               # [H]
-    keep = torch.floor(n.double() * k_percent + 0.5).long()
-    return torch.where(n > 0, keep.clamp_min(1), 0)
 
 COUNTS = ("pairs", "selected", "states")
 ADDITIVE = ("train/loss", "train/weighted_ce", "train/value_loss")  # parts of the step's loss: summed, not averaged

@@ -17,8 +17,8 @@ from torch import Tensor
 __all__ = ['compute_gae', 'output_states', 'align_states_to_heads', 'critic_targets', 'distributed_sum', 'RunningStats',
            'normalize_advantages', 'normalized_entropy', 'build_weights', 'last_state_value', 'outcome_scale',
            'TDWeights', 'verifiable_weights', 'per_token_ce', 'align_to_heads', 'reference_ce_for_heads',
-           'per_token_kl', 'rho1_weights', 'mtp_weighted_loss', 'value_loss', 'gae_metrics', 'weight_metrics',
-           'rho1_metrics']
+           'per_token_kl', 'rho1_keep_counts', 'rho1_weights', 'mtp_weighted_loss', 'value_loss', 'gae_metrics',
+           'weight_metrics', 'rho1_metrics']
 
 # %% ../nbs/06_weighting.ipynb #560aa277
 def _check_shape(name: str, x: Tensor, shape: tuple, what: str) -> None:
@@ -441,6 +441,13 @@ def per_token_kl(policy_logits: Tensor,  # [B, S, V] one head's logits
             out[b, i:j] = (lp.exp() * (lp - lq)).sum(-1)
     return torch.where(m, out, 0.0)
 
+# %% ../nbs/06_weighting.ipynb #7f443518
+def rho1_keep_counts(mask: Tensor, k_percent: float) -> Tensor:  # mask [B, S, H] -> [H] int64
+    "Tokens Rho-1 keeps per head: round(n·k) of the head's n valid tokens (halves up), at least 1 when n > 0."
+    n = mask.flatten(0, 1).sum(0)                                               # [H]
+    keep = torch.floor(n.double() * k_percent + 0.5).long()
+    return torch.where(n > 0, keep.clamp_min(1), 0)
+
 # %% ../nbs/06_weighting.ipynb #af9b4943
 @torch.no_grad()
 def rho1_weights(policy_ce: Tensor,  # [B, S, H]
@@ -463,9 +470,7 @@ def rho1_weights(policy_ce: Tensor,  # [B, S, H]
     H = shape[2]
     score = torch.where(m, excess, -math.inf).permute(2, 0, 1).reshape(H, -1)      # [H, B·S]
     valid = m.permute(2, 0, 1).reshape(H, -1)
-    n = valid.sum(1)                                                                # [H]
-    keep = torch.floor(n.double() * k_percent + 0.5).long()
-    keep = torch.where(n > 0, keep.clamp_min(1), 0)                                 # [H]
+    keep = rho1_keep_counts(m, k_percent)                                           # [H]
     order = torch.sort(score, dim=1, descending=True, stable=True).indices         # ties: lower flat index first
     rank_ok = torch.arange(score.shape[1], device=score.device)[None, :] < keep[:, None]
     sel = torch.zeros_like(valid).scatter_(1, order, rank_ok & valid.gather(1, order))
