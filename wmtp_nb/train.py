@@ -28,7 +28,8 @@ from .checkpoint import CheckpointManager, is_checkpoint
 from .memory import plan_for_config, preflight
 from .weighting import (RunningStats, align_to_heads, compute_gae, critic_targets, distributed_sum, gae_metrics,
                                last_state_value, output_states, per_token_ce, per_token_kl, rho1_metrics, rho1_weights,
-                               value_loss, verifiable_weights, weight_metrics, mtp_weighted_loss, rho1_keep_counts)
+                               value_loss, verifiable_weights, weight_metrics, mtp_weighted_loss, rho1_keep_counts,
+                               token_ce_by_target)
 
 # %% auto #0
 __all__ = ['PreHeads', 'HeadWeights', 'MTP_LOSSES', 'TRUNCATED_WARN_SHARE', 'VALID_SEED', 'PROMPT_PROBES', 'COUNTS', 'ADDITIVE',
@@ -335,16 +336,10 @@ def prompt_identity(collate: Callable) -> str:
     b = collate(list(PROMPT_PROBES))
     return hashlib.sha256(json.dumps([b["input_ids"].tolist(), b["labels"].tolist()]).encode()).hexdigest()
 
-def _ce_by_target(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    "`[B, S]` float32: CE of token s under `logits[:, s − 1]` where labels[s] != −100, else 0."
-    nxt = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], -100)], 1)   # target of position s: token s+1
-    ce_next = per_token_ce(logits, nxt)                                         # [B, S]
-    return torch.cat([torch.zeros_like(ce_next[:, :1]), ce_next[:, :-1]], 1)    # [B, S] indexed by the target token
-
 @torch.no_grad()
 def reference_token_ce(ref: nn.Module, input_ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     "`[B, S]` float32: the reference's CE of token s given tokens < s where labels[s] != −100, else 0."
-    return _ce_by_target(ref(input_ids), labels)                                # ref logits [B, S, V]
+    return token_ce_by_target(ref(input_ids), labels)                           # ref logits [B, S, V]
 
 class ReferenceCECache:
     "Per-record reference CE arrays keyed by (reference weights, tokenizer, prompt identity, dataset split, max_length)."
@@ -611,7 +606,7 @@ class Rho1Stage(Stage):
                                f"of split {batch.get('split')!r} are not in the reference-CE cache and no reference is loaded")
         with torch.no_grad(), autocast(self.info.device, self.cfg.runtime.dtype):
             logits = self.reference(ids.to(self.info.device))                  # [B, S, V]
-            return _ce_by_target(logits, labels.to(self.info.device)).float(), logits
+            return token_ce_by_target(logits, labels.to(self.info.device)).float(), logits
 
     def _pass(self, batch: dict, denominator: torch.Tensor, scale: float, backward: bool):
         dev, r = self.info.device, self.cfg.rho1

@@ -16,9 +16,9 @@ from torch import Tensor
 # %% auto #0
 __all__ = ['compute_gae', 'output_states', 'align_states_to_heads', 'critic_targets', 'distributed_sum', 'RunningStats',
            'normalize_advantages', 'normalized_entropy', 'build_weights', 'last_state_value', 'outcome_scale',
-           'TDWeights', 'verifiable_weights', 'per_token_ce', 'align_to_heads', 'reference_ce_for_heads',
-           'per_token_kl', 'rho1_keep_counts', 'rho1_weights', 'mtp_weighted_loss', 'value_loss', 'gae_metrics',
-           'weight_metrics', 'rho1_metrics']
+           'TDWeights', 'verifiable_weights', 'per_token_ce', 'align_to_heads', 'token_ce_by_target',
+           'reference_ce_for_heads', 'per_token_kl', 'rho1_keep_counts', 'rho1_weights', 'mtp_weighted_loss',
+           'value_loss', 'gae_metrics', 'weight_metrics', 'rho1_metrics']
 
 # %% ../nbs/06_weighting.ipynb #560aa277
 def _check_shape(name: str, x: Tensor, shape: tuple, what: str) -> None:
@@ -405,6 +405,15 @@ def align_to_heads(x: Tensor,  # [B, S] indexed by target position
     padded = torch.cat([x, torch.full((x.shape[0], n_heads + 1), fill, dtype=x.dtype, device=x.device)], 1)
     return torch.stack([padded[:, k + 1:k + 1 + S] for k in range(n_heads)], -1)
 
+# %% ../nbs/06_weighting.ipynb #851e984c
+def token_ce_by_target(logits: Tensor,  # [B, S, V] next-token logits (position s predicts token s+1)
+                       labels: Tensor,  # [B, S] token at position s, or -100
+                       chunk_tokens: int | None = None) -> Tensor:
+    "`[B, S]` float32 indexed by the target: the CE of token s under `logits[:, s − 1]` where labels[s] != −100, else 0."
+    next_labels = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], -100)], 1)   # [B, S]: token s+1
+    ce_next = per_token_ce(logits, next_labels, chunk_tokens)                           # [B, S]: CE of predicting s+1 at s
+    return torch.cat([torch.zeros_like(ce_next[:, :1]), ce_next[:, :-1]], 1)            # [B, S]: CE of token s
+
 # %% ../nbs/06_weighting.ipynb #b6874ea7
 @torch.no_grad()
 def reference_ce_for_heads(ref_logits: Tensor,  # [B, S, V] next-token reference logits
@@ -415,9 +424,7 @@ def reference_ce_for_heads(ref_logits: Tensor,  # [B, S, V] next-token reference
         raise ValueError(f"ref_logits: expected [B, S, V], got {tuple(ref_logits.shape)}")
     B, S, _ = ref_logits.shape
     _check_shape("labels", labels, (B, S), "[B, S] like ref_logits[..., 0]")
-    next_labels = torch.cat([labels[:, 1:], torch.full_like(labels[:, :1], -100)], 1)   # [B, S]: token s+1
-    ce_next = per_token_ce(ref_logits, next_labels, chunk_tokens)                       # [B, S]: CE of predicting s+1 at s
-    ce_by_target = torch.cat([torch.zeros_like(ce_next[:, :1]), ce_next[:, :-1]], 1)    # [B, S]: CE of token s
+    ce_by_target = token_ce_by_target(ref_logits, labels, chunk_tokens)                 # [B, S]: CE of token s
     return align_to_heads(ce_by_target, n_heads), align_to_heads(labels != -100, n_heads, fill=False)
 
 # %% ../nbs/06_weighting.ipynb #069e1e4a
