@@ -59,7 +59,7 @@ def fake_runs(tmp_path_factory):
             with torch.no_grad():
                 for p in ad.value_head.parameters():
                     p.normal_(0, 0.05)
-        ad.save_checkpoint(rd / "best")
+        ad.save_checkpoint(rd / "last")           # a run without validation: evaluation and analysis read last/
         if stage != "critic":
             tasks = humaneval_tasks()[:20]
             for ds, ids in (("humaneval", [t.task_id for t in tasks]), ("mbpp", [f"MBPP/{i}" for i in range(11, 41)])):
@@ -71,7 +71,7 @@ def fake_runs(tmp_path_factory):
                                             for j in range(10)]})
                 (rd / "eval" / ds).mkdir(parents=True)
                 write_jsonl(rd / "eval" / ds / "results.jsonl", res)
-                (rd / "eval" / ds / "report.json").write_text(json.dumps(build_report(res, meta={"model": str(rd / "best")})))
+                (rd / "eval" / ds / "report.json").write_text(json.dumps(build_report(res, meta={"model": str(rd / "last")})))
     rows = json.loads((mbpp_dir() / "validation.json").read_text())[:8]
     recs = [mbpp_record(r) for r in rows]
     recs[2]["is_correct"] = recs[5]["is_correct"] = False
