@@ -40,21 +40,22 @@ def first_body_words(nb: Path, n: int = 8) -> list[str]:
     return _words(re.sub(r"\]\([^)]*\)", " ", line))[:n]  # a link's text stays, its address goes
 
 
-class _Links(HTMLParser):
-    def __init__(self):
+class _Attrs(HTMLParser):
+    "The values of one attribute of one tag, in page order (`<a href>`, `<img src>`)."
+    def __init__(self, tag: str, attr: str):
         super().__init__()
-        self.links: list[str] = []
+        self.tag, self.attr, self.values = tag, attr, []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
-        if tag == "a" and a.get("href"): self.links.append(a["href"])
+        if tag == self.tag and a.get(self.attr): self.values.append(a[self.attr])
 
 
 def _local_links(page: Path) -> list[Path]:
-    p = _Links()
+    p = _Attrs("a", "href")
     p.feed(page.read_text(encoding="utf-8"))
     out = []
-    for href in p.links:
+    for href in p.values:
         href = urldefrag(href).url
         if not href or urlparse(href).scheme or href.startswith(("mailto:", "//")): continue
         out.append((page.parent / href).resolve())
@@ -122,24 +123,14 @@ def test_sidebar_sections_rendered(pages):
         assert re.search(rf">\s*{section}\s*<", html), f"index.html has no sidebar section {section}"
 
 
-class _Images(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.srcs: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if tag == "img" and a.get("src"): self.srcs.append(a["src"])
-
-
 @pytest.mark.parametrize("page,at_least", [("train.html", 3), ("analysis_weights.html", 4), ("analysis_passk.html", 2),
                                            ("06_weighting.html", 1), ("index.html", 3)])
 def test_pages_show_their_figures(pages, page, at_least):
     "The run and analysis pages show the committed demo's plots (tools/figures.py), 06_weighting its heat-map."
-    p = _Images()
+    p = _Attrs("img", "src")
     p.feed(pages[page].read_text(encoding="utf-8"))
-    pictures = [s for s in p.srcs if s.startswith("data:image/png") or s.endswith(".png")]
-    assert len(pictures) >= at_least, f"{page} shows {len(pictures)} figures: {p.srcs}"
+    pictures = [s for s in p.values if s.startswith("data:image/png") or s.endswith(".png")]
+    assert len(pictures) >= at_least, f"{page} shows {len(pictures)} figures: {p.values}"
     for src in pictures:
         if src.startswith("data:"): continue
         f = (pages[page].parent / src).resolve()
