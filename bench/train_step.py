@@ -140,7 +140,9 @@ def run_mode(mode: str, a) -> dict:
 
 def run_child(args: list[str], a) -> dict:
     cmd = [sys.executable, __file__] + args + [f"--{k}={v}" for k, v in vars(a).items() if k not in ("mode", "modes", "child")]
-    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONPATH": str(ROOT)}
+    # OMP_WAIT_POLICY=PASSIVE: a thread waiting for a descheduled sibling sleeps instead of spinning, so that the CPU
+    # time on a loaded machine counts work, not spinning (set it in the environment to override)
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONPATH": str(ROOT)}
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if r.returncode != 0: raise RuntimeError(f"{' '.join(args)} failed:\n{r.stderr[-3000:]}")
     sys.stderr.write(r.stderr); sys.stderr.flush()
@@ -171,7 +173,8 @@ def report(res: dict[str, dict], modes: list[str], title: str) -> None:
               f"{t['peak_rss_mb']:.0f} | {t['rss_before_mb']:.0f} | {t['peak_rss_mb'] - t['rss_before_mb']:.0f} | "
               f"{t['load']:.1f} | {t['first_loss']:.5f} |")
     print("The machine is shared (load average in the table; 2 cores): wall-time ratios move with the load, CPU-time ratios "
-          "(process CPU time, all threads) are the fairer figure under load.")
+          f"(process CPU time, all threads; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')} in the children, "
+          "so waiting threads sleep rather than spin) are the fairer figure under load.")
     for key, what in (("cpu_s_best", "CPU time"), ("s_best", "wall time")):
         t = lambda x, y: res[x][key] / res[y][key] if x in res and y in res else float("nan")
         print(f"ratios by {what} (best of the steps):")
