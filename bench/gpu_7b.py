@@ -170,7 +170,7 @@ def step_bench(dev, args: ModelArgs, B: int, S: int, ac: bool, loss: str, liger_
     torch.manual_seed(0)
     saved, saved_rows = wloss._liger_linear_ce, wloss.default_chunk_rows
     if not liger_on: wloss._liger_linear_ce = lambda: None
-    if chunk_rows: wloss.default_chunk_rows = lambda vocab: chunk_rows
+    if chunk_rows: wloss.default_chunk_rows = lambda vocab, dtype=None: chunk_rows
     try:
         with torch.device(dev):
             model = Transformer(args)                                         # float32 master weights
@@ -198,7 +198,7 @@ def step_bench(dev, args: ModelArgs, B: int, S: int, ac: bool, loss: str, liger_
         tok_s = B * S / sec
         flops = 3 * matmul_flops_per_token(args, S) * B * S                    # forward + backward (2×), no recompute
         row = dict(params_b=n_params / 1e9, batch=B, seq=S, activation_checkpointing=ac, loss=loss, liger=liger_on,
-                   chunk_rows=chunk_rows or wloss.default_chunk_rows(args.vocab_size), sec_per_step=sec, optimizer_sec=opt_sec, tokens_per_s=tok_s, tflops=flops / sec / 1e12, mfu=flops / sec / H200_BF16_PEAK,
+                   chunk_rows=chunk_rows or wloss.default_chunk_rows(args.vocab_size, torch.bfloat16), sec_per_step=sec, optimizer_sec=opt_sec, tokens_per_s=tok_s, tflops=flops / sec / 1e12, mfu=flops / sec / H200_BF16_PEAK,
                    peak_gib=peak_gib(dev), weights_and_state_gib=weights_gib, first_loss=losses[0], last_loss=losses[-1])
         log(f"  {row['params_b']:.2f}B B={B} S={S} ac={ac!s:5} loss={loss:5} liger={liger_on!s:5} rows={row['chunk_rows']}: {sec:6.3f} s/step (AdamW {opt_sec:.3f})  {tok_s:9.0f} tok/s  "
             f"{row['tflops']:6.1f} TFLOP/s  MFU {row['mfu']:.1%}  peak {row['peak_gib']:6.1f} GiB  loss {losses[0]:.4f}→{losses[-1]:.4f}")

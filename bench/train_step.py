@@ -1,25 +1,30 @@
-"""One MTP training step (forward, backward, AdamW) of the micro config, implementation by implementation: peak RSS
-with each mode in a fresh process, time with all modes in one process, steps alternated, ratios within one run.
+"""One MTP training step (forward, backward, AdamW) of the micro config, implementation by implementation: each mode
+measured in its own fresh process (so no mode inherits another's allocator cache), the processes alternated round by
+round, wall and CPU time, peak RSS, ratios within one run.
 
     .venv/bin/python bench/train_step.py                      # dim 512, 4 trunk + 4 head blocks, vocab 32000, 4 x 512
-    .venv/bin/python bench/train_step.py --rounds 3 --modes fused-fp32,naive-fp32
+    .venv/bin/python bench/train_step.py --rounds 2 --modes fused-fp32,naive-fp32
 
 Modes (loss implementation, optimiser, dtype):
   naive-fp32            all heads' logits [B, S, H, V] at once (`naive_mtp_loss`), torch's default AdamW   (reference)
   efficient-fp32        main before issue 16: one head's logits at a time, torch's default AdamW           (before)
   fused-fp32            `training.mtp_loss: fused` (wmtp_nb.loss), fused AdamW                              (after)
+  fused-ckpt-fp32       the same with `runtime.activation_checkpointing: true` (the default config's setting)
   fused-recompute-fp32  the same through the weights-after-CE path (the backward recomputes the logits): the
-                        measured reason why known weights take the gradients-in-forward path in float32
+                        measured reason why known weights take the gradients-in-forward path in float32 (not default)
   fused-bf16            fused + `runtime.dtype: bfloat16` (CPU autocast; AMX here)                          (after)
   rho1-efficient-fp32   Rho-1 step, reference CE cached (a tensor), main's loss and AdamW                  (before)
   rho1-fused-fp32, rho1-fused-bf16                                                                          (after)
 Before issue 16, `runtime.dtype: bfloat16` was ignored on CPU: main's bf16 step is its fp32 step.
 
-Per mode: seconds per step (best of the rounds: the machine is shared, the best is the least disturbed; the median in
-brackets), tokens/s (B*S per step), achieved GFLOP/s (model FLOPs of the step: 6 x matmul params x tokens plus
-attention, all tokens counted whether or not an implementation skips masked rows) against the GEMM-only roofline of
-the same FLOPs at the GEMM rates measured in the same process between the rounds (one product per shape of the step,
-in the step's dtype, best rate), peak RSS of the fresh process and its rise above the RSS before the first step.
+Per mode, from `rounds` fresh processes (one per round, modes alternated, the order rotated each round), each running
+a warm-up step and `steps` timed steps: seconds per step (best over every timed step: the machine is shared, the best
+is the least disturbed; the median in brackets), CPU seconds per step (process CPU time of all threads, best), tokens/s
+(B*S per step), achieved GFLOP/s (model FLOPs of the step: 6 x matmul params x tokens plus attention, all tokens
+counted whether or not an implementation skips masked rows) against the GEMM-only roofline of the same FLOPs at the
+GEMM rates measured in the same process after its steps (one product per shape of the step, in the step's dtype, best
+rate), peak RSS (ru_maxrss, read before the roofline products), the RSS before the first step (model and batch; the
+AdamW state is created by the first step) and the peak's rise above it, the 1-minute load average at the start.
 Targets (issue 16): fused-fp32 <= 0.6x naive time and <= 0.3x its peak memory; fused-bf16 <= 0.3x naive fp32 time;
 rho1-fused within 1.1x the fused baseline step of the same dtype.
 """
@@ -27,8 +32,9 @@ import argparse, contextlib, json, os, resource, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ["naive-fp32", "efficient-fp32", "fused-fp32", "fused-recompute-fp32", "fused-bf16",
+MODES = ["naive-fp32", "efficient-fp32", "fused-fp32", "fused-ckpt-fp32", "fused-recompute-fp32", "fused-bf16",
          "rho1-efficient-fp32", "rho1-fused-fp32", "rho1-fused-bf16"]
+DEFAULT_MODES = [m for m in MODES if m != "fused-recompute-fp32"]
 
 
 def rss_mb() -> float:
@@ -62,17 +68,20 @@ def gemm_roofline_s(a, dtype) -> tuple[float, float]:
     return flops / 1e9, secs
 
 
-def setup(a):
-    "The micro model, one batch with targets for every head (a prompt quarter without targets), a cached reference CE."
+def setup(a, ckpt: bool = False):
+    "The micro model (activation checkpointing per block when `ckpt`), one batch with targets for every head (a prompt"
+    " quarter without targets), a cached reference CE."
     import torch
     from vendor.meta_llama.model import ModelArgs, Transformer
     from wmtp_nb.model import MetaLlamaMTPAdapter
+    from wmtp_nb.runtime import apply_activation_checkpointing
     from wmtp_nb.weighting import align_to_heads
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     args = ModelArgs.from_params(dict(dim=a.dim, n_layers=a.trunk + a.heads, n_heads=a.n_heads, vocab_size=a.vocab,
                                       multiple_of=256, norm_eps=1e-5, n_future_tokens=a.heads))
     ad = MetaLlamaMTPAdapter(Transformer(args).init_weights(seed=0))
+    if ckpt: apply_activation_checkpointing(ad)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, a.vocab, (a.batch, a.seq), generator=g)
     labels = ids.clone(); labels[:, : a.seq // 4] = -100
@@ -109,85 +118,90 @@ def make_step(mode: str, ad, ids, tg, ref, optimizers: dict):
     return step
 
 
-def memory_of(mode: str, a) -> dict:
-    "In a fresh process: RSS before the first step, peak RSS over a warm-up step and one more step, the first loss."
-    ad, ids, tg, ref = setup(a)
+def run_mode(mode: str, a) -> dict:
+    "In this (fresh) process: RSS before the first step, a warm-up step, `steps` timed steps (wall and CPU time), the"
+    " peak RSS, then the GEMM rates of the step's shapes in the mode's dtype (after the peak is read)."
+    import torch
+    load = os.getloadavg()[0]
+    ad, ids, tg, ref = setup(a, ckpt="-ckpt-" in mode)
     step = make_step(mode, ad, ids, tg, ref, {})
     before = rss_mb()
-    first = step(); step()
+    first = step()
+    wall, cpu = [], []
+    for _ in range(a.steps):
+        t0, c0 = time.perf_counter(), time.process_time()
+        step()
+        wall.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"mode": mode, "peak_rss_mb": peak, "step_rss_mb": peak - before, "first_loss": first}
-
-
-def timings(modes: list[str], a) -> dict[str, dict]:
-    "In one process: a warm-up step of every mode, then `rounds` rounds of one step per mode (the order rotated each"
-    " round), GEMM rates measured between rounds; best and median seconds per mode."
-    import torch
-    ad, ids, tg, ref = setup(a)
-    optimizers: dict = {}
-    steps = {m: make_step(m, ad, ids, tg, ref, optimizers) for m in modes}
-    for m in modes: steps[m]()
-    times, cpu = {m: [] for m in modes}, {m: [] for m in modes}
-    roof = {"fp32": (0.0, float("inf")), "bf16": (0.0, float("inf"))}
-    for i in range(a.rounds):
-        for dt, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-            gflop, secs = gemm_roofline_s(a, dtype)
-            roof[dt] = (gflop, min(roof[dt][1], secs))
-        shift = i * len(modes) // a.rounds                                    # rotate: each mode's steps spread out
-        for m in modes[shift:] + modes[:shift]:
-            t0, c0 = time.perf_counter(), time.process_time()
-            steps[m]()
-            times[m].append(time.perf_counter() - t0); cpu[m].append(time.process_time() - c0)
-            print(f"  round {i + 1} {m:>21}: {times[m][-1]:.2f} s ({cpu[m][-1]:.2f} CPU s)", file=sys.stderr, flush=True)
-    out = {}
-    for m, ts in times.items():
-        gflop, roof_s = roof[m.rsplit("-", 1)[1]]
-        best, med = min(ts), sorted(ts)[len(ts) // 2]
-        out[m] = {"s_best": best, "s_median": med, "cpu_s_best": min(cpu[m]), "tokens_per_s": a.batch * a.seq / best, "gflop": gflop,
-                  "gflops": gflop / best, "roofline_gflops": gflop / roof_s}
-    return out
+    gflop, roof_s = gemm_roofline_s(a, torch.bfloat16 if mode.endswith("bf16") else torch.float32)
+    return {"mode": mode, "load": load, "wall": wall, "cpu": cpu, "rss_before_mb": before, "peak_rss_mb": peak,
+            "first_loss": first, "gflop": gflop, "roof_s": roof_s}
 
 
 def run_child(args: list[str], a) -> dict:
     cmd = [sys.executable, __file__] + args + [f"--{k}={v}" for k, v in vars(a).items() if k not in ("mode", "modes", "child")]
-    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONPATH": str(ROOT)}
+    # OMP_WAIT_POLICY=PASSIVE: a thread waiting for a descheduled sibling sleeps instead of spinning, so that the CPU
+    # time on a loaded machine counts work, not spinning (set it in the environment to override)
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "OMP_NUM_THREADS": str(a.threads), "PYTHONPATH": str(ROOT)}
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
     if r.returncode != 0: raise RuntimeError(f"{' '.join(args)} failed:\n{r.stderr[-3000:]}")
     sys.stderr.write(r.stderr); sys.stderr.flush()
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-def report(mem: dict[str, dict], tim: dict[str, dict], modes: list[str], title: str) -> None:
+def summarise(runs: list[dict], a) -> dict:
+    "One mode's runs (one per round) -> best/median seconds, CPU seconds, GFLOP/s, roofline, RSS (median over runs)."
+    med = lambda v: sorted(v)[len(v) // 2]
+    wall, cpu = [t for r in runs for t in r["wall"]], [t for r in runs for t in r["cpu"]]
+    best, gflop = min(wall), runs[0]["gflop"]
+    roof_s = min(r["roof_s"] for r in runs)
+    return {"s_best": best, "s_median": med(wall), "cpu_s_best": min(cpu), "cpu_s_median": med(cpu),
+            "tokens_per_s": a.batch * a.seq / best, "gflops": gflop / best, "roofline_gflops": gflop / roof_s,
+            "peak_rss_mb": med([r["peak_rss_mb"] for r in runs]), "rss_before_mb": med([r["rss_before_mb"] for r in runs]),
+            "first_loss": runs[0]["first_loss"], "load": sum(r["load"] for r in runs) / len(runs)}
+
+
+def report(res: dict[str, dict], modes: list[str], title: str) -> None:
     print(f"\n{title}")
-    print("| mode | s/step best (median) | CPU s/step | tokens/s | GFLOP/s | GEMM roofline GFLOP/s | of roofline | peak RSS MB | step RSS MB | first loss |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| mode | s/step best (median) | CPU s/step best (median) | tokens/s | GFLOP/s | GEMM roofline GFLOP/s | of roofline "
+          "| peak RSS MB | RSS before MB | step rise MB | load avg | first loss |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for m in modes:
-        t, r = tim[m], mem[m]
-        print(f"| {m} | {t['s_best']:.2f} ({t['s_median']:.2f}) | {t['cpu_s_best']:.2f} | {t['tokens_per_s']:.0f} | {t['gflops']:.0f} | "
-              f"{t['roofline_gflops']:.0f} | {t['gflops'] / t['roofline_gflops']:.0%} | {r['peak_rss_mb']:.0f} | "
-              f"{r['step_rss_mb']:.0f} | {r['first_loss']:.5f} |")
-    m = lambda x, y, k: mem[x][k] / mem[y][k] if x in mem and y in mem else float("nan")
-    for key, what in (("s_best", "wall time"), ("cpu_s_best", "CPU time")):
-        t = lambda x, y: tim[x][key] / tim[y][key] if x in tim and y in tim else float("nan")
-        print(f"ratios by {what} (best of the rounds):")
-        print(f"  fused-fp32 / naive-fp32: time {t('fused-fp32', 'naive-fp32'):.2f}x (target <= 0.6)")
+        t = res[m]
+        print(f"| {m} | {t['s_best']:.2f} ({t['s_median']:.2f}) | {t['cpu_s_best']:.2f} ({t['cpu_s_median']:.2f}) | "
+              f"{t['tokens_per_s']:.0f} | {t['gflops']:.0f} | {t['roofline_gflops']:.0f} | {t['gflops'] / t['roofline_gflops']:.0%} | "
+              f"{t['peak_rss_mb']:.0f} | {t['rss_before_mb']:.0f} | {t['peak_rss_mb'] - t['rss_before_mb']:.0f} | "
+              f"{t['load']:.1f} | {t['first_loss']:.5f} |")
+    print("The machine is shared (load average in the table; 2 cores): wall-time ratios move with the load, CPU-time ratios "
+          f"(process CPU time, all threads; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')} in the children, "
+          "so waiting threads sleep rather than spin) are the fairer figure under load.")
+    for key, what in (("cpu_s_best", "CPU time"), ("s_best", "wall time")):
+        t = lambda x, y: res[x][key] / res[y][key] if x in res and y in res else float("nan")
+        print(f"ratios by {what} (best of the steps):")
+        print(f"  fused-fp32 / naive-fp32: time {t('fused-fp32', 'naive-fp32'):.2f}x (target <= 0.6); "
+              f"fused-ckpt-fp32 {t('fused-ckpt-fp32', 'naive-fp32'):.2f}x")
         print(f"  fused-bf16 / naive-fp32: time {t('fused-bf16', 'naive-fp32'):.2f}x (target <= 0.3)")
         print(f"  rho1-fused / fused, same dtype: fp32 {t('rho1-fused-fp32', 'fused-fp32'):.2f}x, "
               f"bf16 {t('rho1-fused-bf16', 'fused-bf16'):.2f}x (target <= 1.1)")
         print(f"  before -> after: fp32 step {t('fused-fp32', 'efficient-fp32'):.2f}x main's; bf16 step "
               f"{t('fused-bf16', 'efficient-fp32'):.2f}x main's (main ran fp32 under runtime.dtype=bfloat16); "
               f"Rho-1 fp32 {t('rho1-fused-fp32', 'rho1-efficient-fp32'):.2f}x")
-        print(f"  known weights, gradients in the forward pass / recomputed in the backward: "
-              f"{t('fused-fp32', 'fused-recompute-fp32'):.2f}x")
-    print(f"memory: fused-fp32 / naive-fp32 peak RSS {m('fused-fp32', 'naive-fp32', 'peak_rss_mb'):.2f}x (target <= 0.3), "
-          f"rise above the pre-step RSS {m('fused-fp32', 'naive-fp32', 'step_rss_mb'):.2f}x; fused-fp32 / efficient-fp32 "
-          f"(before) peak RSS {m('fused-fp32', 'efficient-fp32', 'peak_rss_mb'):.2f}x")
-    fp32 = [mem[x]["first_loss"] for x in modes if x.endswith("fp32") and not x.startswith("rho1")]
+        if "fused-recompute-fp32" in res:
+            print(f"  known weights, gradients in the forward pass / recomputed in the backward: "
+                  f"{t('fused-fp32', 'fused-recompute-fp32'):.2f}x")
+    m = lambda x, y, f: f(res[x]) / f(res[y]) if x in res and y in res else float("nan")
+    peak, rise = (lambda r: r["peak_rss_mb"]), (lambda r: r["peak_rss_mb"] - r["rss_before_mb"])
+    print(f"memory (peak RSS of a fresh process, median over rounds): fused-fp32 / naive-fp32 {m('fused-fp32', 'naive-fp32', peak):.2f}x "
+          f"(target <= 0.3), with activation checkpointing {m('fused-ckpt-fp32', 'naive-fp32', peak):.2f}x; "
+          f"rise above the pre-step RSS {m('fused-fp32', 'naive-fp32', rise):.2f}x, with checkpointing "
+          f"{m('fused-ckpt-fp32', 'naive-fp32', rise):.2f}x; fused-fp32 / efficient-fp32 (before) peak "
+          f"{m('fused-fp32', 'efficient-fp32', peak):.2f}x")
+    fp32 = [res[x]["first_loss"] for x in modes if x.endswith("fp32") and not x.startswith("rho1")]
     assert max(fp32) - min(fp32) < 1e-3, f"float32 first losses disagree: {fp32}"
     for x in modes:
         y = x.replace("bf16", "fp32")
-        if x.endswith("bf16") and y in mem:
-            assert abs(mem[x]["first_loss"] - mem[y]["first_loss"]) < 1e-2 * abs(mem[y]["first_loss"]), (x, mem[x], mem[y])
+        if x.endswith("bf16") and y in res:
+            assert abs(res[x]["first_loss"] - res[y]["first_loss"]) < 1e-2 * abs(res[y]["first_loss"]), (x, res[x], res[y])
 
 
 def main():
@@ -196,22 +210,32 @@ def main():
     ap.add_argument("--heads", type=int, default=4); ap.add_argument("--n_heads", type=int, default=8)
     ap.add_argument("--vocab", type=int, default=32000); ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=512); ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=4, help="timed steps per mode, alternated")
-    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated subset of " + ",".join(MODES))
+    ap.add_argument("--rounds", type=int, default=3, help="fresh processes per mode, alternated with the other modes")
+    ap.add_argument("--steps", type=int, default=2, help="timed steps per process, after a warm-up step")
+    ap.add_argument("--modes", default=",".join(DEFAULT_MODES), help="comma-separated subset of " + ",".join(MODES))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     modes = [m for m in a.modes.split(",") if m]
-    if a.child == "memory": print(json.dumps(memory_of(modes[0], a))); return
-    if a.child == "time": print(json.dumps(timings(modes, a))); return
+    if a.child == "run": print(json.dumps(run_mode(modes[0], a))); return
     bad = [m for m in modes if m not in MODES]
     if bad: raise SystemExit(f"--modes: unknown {bad}; choose from {MODES}")
     print(f"config: dim {a.dim}, {a.trunk} trunk + {a.heads} head blocks, {a.n_heads} attention heads, vocab {a.vocab}, "
-          f"batch {a.batch}x{a.seq}, {a.threads} threads, CPU; memory: each mode in a fresh process (warm-up + 1 step); "
-          f"time: one process, {a.rounds} rounds of one step per mode (order rotated each round) after a warm-up step each")
-    load0 = os.getloadavg()[0]
-    mem = {m: run_child(["--child", "memory", "--modes", m], a) for m in modes}
-    tim = run_child(["--child", "time", "--modes", ",".join(modes)], a)
-    report(mem, tim, modes, f"load average {load0:.1f} -> {os.getloadavg()[0]:.1f} (2 cores shared)")
+          f"batch {a.batch}x{a.seq}, {a.threads} threads, CPU; each mode in a fresh process per round ({a.rounds} rounds, "
+          f"modes alternated, order rotated), a warm-up step then {a.steps} timed steps per process")
+    load0 = os.getloadavg()
+    runs: dict[str, list] = {m: [] for m in modes}
+    for i in range(a.rounds):
+        shift = i * len(modes) // a.rounds
+        for m in modes[shift:] + modes[:shift]:
+            r = run_child(["--child", "run", "--modes", m], a)
+            runs[m].append(r)
+            print(f"  round {i + 1} {m:>21}: {' '.join(f'{w:.2f}' for w in r['wall'])} s, "
+                  f"{' '.join(f'{c:.2f}' for c in r['cpu'])} CPU s, peak RSS {r['peak_rss_mb']:.0f} MB, load {r['load']:.1f}",
+                  file=sys.stderr, flush=True)
+    res = {m: summarise(runs[m], a) for m in modes}
+    load1 = os.getloadavg()
+    report(res, modes, f"load average (1, 5, 15 min) at the start {load0[0]:.1f} {load0[1]:.1f} {load0[2]:.1f}, at the end "
+                       f"{load1[0]:.1f} {load1[1]:.1f} {load1[2]:.1f} (2 cores shared)")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,9 @@ def compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, weight.dtype)
 
 # %% ../nbs/18_loss.ipynb #e0cef92e
-def default_chunk_rows(vocab: int) -> int:
-    "Rows per chunk: about 2^23 float32 logits (32 MB), at least 1."
-    return max(1, 2**23 // max(int(vocab), 1))
+def default_chunk_rows(vocab: int, dtype: torch.dtype = torch.float32) -> int:
+    "Rows per chunk, at least 1: about 2^23 logits (32 MB) in float32; 2^25 in a lower-precision compute dtype (see the text)."
+    return max(1, (2**23 if dtype == torch.float32 else 2**25) // max(int(vocab), 1))
 
 # %% ../nbs/18_loss.ipynb #860a6fb5
 def _softmax_chunks(x: Tensor,        # [N, D] rows, any float dtype
@@ -59,42 +59,18 @@ def _ce_from_softmax(p: Tensor, tc: Tensor, xc: Tensor, wc: Tensor) -> Tensor:
     return ce
 
 # %% ../nbs/18_loss.ipynb #8442783c
-def _add_chunk_grads(p: Tensor, r: Tensor, xc: Tensor, tc: Tensor, wc: Tensor, w: Tensor | None,
+def _add_chunk_grads(p: Tensor, z: Tensor, r: Tensor, xc: Tensor, tc: Tensor, wc: Tensor, w: Tensor | None,
                      gx: Tensor | None, gw: Tensor | None) -> None:
-    "Float32: add a chunk's share of ∂(Σ w·CE)/∂x into `gx [N, D]` and of ∂/∂W into `gw [V, D]` (p is overwritten)."
+    "Add a chunk's share of ∂(Σ w·CE)/∂x into `gx [N, D]` and of ∂/∂W into `gw [V, D]` float32 (p, and z when separate, are overwritten)."
     p.scatter_add_(1, tc[:, None], torch.full((len(tc), 1), -1.0, device=p.device))   # p − onehot = ∂CE/∂z
+    dl = p if p is z else z.copy_(p)                                          # in the compute dtype (z's buffer)
     if gx is not None:
-        g = torch.mm(p, wc)                                                   # [c, D]
+        g = torch.mm(dl, wc)                                                  # [c, D]
         gx[r] = (g * w[:, None] if w is not None else g).to(gx.dtype)
     if gw is not None:
-        gw.addmm_(p.t(), xc * w[:, None] if w is not None else xc)            # summed in place by the product
-
-# %% ../nbs/18_loss.ipynb #85f96417
-def _grads_by_vocab_blocks(x: Tensor, wc: Tensor, rows: Tensor, targets: Tensor, lse: Tensor, w: Tensor | None,
-                           gx: Tensor | None, gw: Tensor | None, elements: int) -> None:
-    "∂(Σ w·CE) for `rows` into `gx` and `gw`, a block of vocabulary columns of every row at a time: each block of ∂L/∂W is written once."
-    n, (V, D), cdt = len(rows), wc.shape, wc.dtype
-    if n == 0: return
-    xr, tr = x[rows].to(cdt), targets[rows]
-    xw = xr * w[rows, None].to(cdt) if w is not None else xr
-    xwt = xw.t().contiguous()                                                   # [D, n]
-    block = min(V, max(64, elements // n // 64 * 64))                           # about `elements` logits per block
-    zflat = torch.empty(n * block, dtype=cdt, device=x.device)
-    pflat = zflat if cdt == torch.float32 else torch.empty(n * block, dtype=torch.float32, device=x.device)
-    gxr = torch.zeros(n, D, dtype=torch.float32, device=x.device) if gx is not None else None
-    lr = lse[rows, None]
-    for b0 in range(0, V, block):
-        wb = wc[b0:b0 + block]; k = wb.shape[0]
-        z = torch.mm(xr, wb.t(), out=zflat[:n * k].view(n, k))                 # [n, k] these columns' logits
-        p = pflat[:n * k].view(n, k)
-        if p is not z: p.copy_(z)
-        p.sub_(lr).exp_()                                                       # softmax of these columns, float32
-        hit = ((tr >= b0) & (tr < b0 + k)).nonzero().squeeze(1)
-        p[hit, tr[hit] - b0] -= 1.0                                             # − onehot
-        dl = p if p is z else z.copy_(p)
-        if gxr is not None: gxr += torch.mm(dl, wb)
-        if gw is not None: gw[b0:b0 + k] = torch.mm(xwt, dl).t()                # xᵀ·dl: the faster layout for AMX
-    if gx is not None: gx[rows] = (gxr * w[rows, None] if w is not None else gxr).to(gx.dtype)
+        xw = xc * w[:, None].to(xc.dtype) if w is not None else xc
+        if dl.dtype == gw.dtype: gw.addmm_(dl.t(), xw)                        # float32: summed in place by the product
+        else: gw.add_(torch.mm(xw.t(), dl).t())                               # no mixed-dtype addmm on the CPU: [V, D] add
 
 # %% ../nbs/18_loss.ipynb #2e37b147
 class _FusedLinearCE(torch.autograd.Function):
@@ -105,20 +81,13 @@ class _FusedLinearCE(torch.autograd.Function):
         rows = (targets != -100).nonzero().squeeze(1)
         ce = torch.zeros(N, dtype=torch.float32, device=x.device)
         gx = torch.zeros(N, D, dtype=x.dtype, device=x.device) if need_gx else None
-        by_rows = cdt == torch.float32            # float32: one pass, ∂L/∂W summed in place by the product (addmm)
-        gw = None if not need_gw else (torch.zeros if by_rows else torch.empty)(weight.shape, dtype=torch.float32, device=x.device)
-        lse = None if by_rows else torch.zeros(N, dtype=torch.float32, device=x.device)
+        gw = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_gw else None
         with torch.autocast(x.device.type, enabled=False):                    # dtypes are explicit here
             wc = weight.to(cdt)
             for r, xc, tc, p, z, zt in _softmax_chunks(x, wc, targets, rows, chunk):
                 ce[r] = _ce_from_softmax(p, tc, xc, wc)
-                if not by_rows: lse[r] = ce[r] + zt
-                elif need_gx or need_gw:
-                    _add_chunk_grads(p, r, xc, tc, wc, token_weights[r] if token_weights is not None else None, gx, gw)
-            if not by_rows and (need_gx or need_gw):    # bf16: a second pass by vocabulary blocks (see the text)
-                if token_weights is not None: rows = rows[token_weights[rows] != 0]
-                if gw is not None and len(rows) == 0: gw.zero_()
-                _grads_by_vocab_blocks(x, wc, rows, targets, lse, token_weights, gx, gw, chunk * wc.shape[0])
+                if need_gx or need_gw:
+                    _add_chunk_grads(p, z, r, xc, tc, wc, token_weights[r] if token_weights is not None else None, gx, gw)
         ctx.grads, ctx.weight_dtype = (gx, gw), weight.dtype
         ctx.mark_non_differentiable(ce)
         loss = (ce * token_weights).sum() if token_weights is not None else ce.sum()
@@ -155,8 +124,9 @@ def fused_linear_cross_entropy(x: Tensor,                          # [..., D] hi
     t = _flat_inputs(x, weight, targets, token_weights)
     grad = torch.is_grad_enabled()
     w = token_weights.detach().reshape(-1).float() if token_weights is not None else None
+    cdt = compute_dtype(x, weight)
     loss, ce = _FusedLinearCE.apply(x.reshape(-1, x.shape[-1]), weight, t, w,
-                                    int(chunk_rows or default_chunk_rows(weight.shape[0])), compute_dtype(x, weight),
+                                    int(chunk_rows or default_chunk_rows(weight.shape[0], cdt)), cdt,
                                     grad and x.requires_grad, grad and weight.requires_grad)
     return loss, ce.reshape(targets.shape)
 
@@ -167,32 +137,26 @@ class _LinearCE(torch.autograd.Function):
     def forward(ctx, x, weight, targets, chunk: int, cdt: torch.dtype):
         rows = (targets != -100).nonzero().squeeze(1)
         ce = torch.zeros(x.shape[0], dtype=torch.float32, device=x.device)
-        lse = torch.zeros_like(ce)
         with torch.autocast(x.device.type, enabled=False):
             wc = weight.to(cdt)
             for r, xc, tc, p, z, zt in _softmax_chunks(x, wc, targets, rows, chunk):
                 ce[r] = _ce_from_softmax(p, tc, xc, wc)
-                lse[r] = ce[r] + zt
-        ctx.save_for_backward(x, weight, targets, lse)
+        ctx.save_for_backward(x, weight, targets)
         ctx.chunk, ctx.cdt = chunk, cdt
         return ce
 
     @staticmethod
     def backward(ctx, g):
-        x, weight, targets, lse = ctx.saved_tensors
+        x, weight, targets = ctx.saved_tensors
         need_gx, need_gw = ctx.needs_input_grad[:2]
         g = g.float()
         rows = ((targets != -100) & (g != 0)).nonzero().squeeze(1)
         gx = torch.zeros(x.shape, dtype=x.dtype, device=x.device) if need_gx else None
-        by_rows = ctx.cdt == torch.float32
-        gw = None if not need_gw else (torch.zeros if by_rows or len(rows) == 0 else torch.empty)(weight.shape, dtype=torch.float32, device=x.device)
+        gw = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if need_gw else None
         with torch.autocast(x.device.type, enabled=False):
             wc = weight.to(ctx.cdt)
-            if not by_rows:
-                _grads_by_vocab_blocks(x, wc, rows, targets, lse, g, gx, gw, ctx.chunk * wc.shape[0])
-            else:
-                for r, xc, tc, p, z, zt in _softmax_chunks(x, wc, targets, rows, ctx.chunk):
-                    _add_chunk_grads(p, r, xc, tc, wc, g[r], gx, gw)
+            for r, xc, tc, p, z, zt in _softmax_chunks(x, wc, targets, rows, ctx.chunk):
+                _add_chunk_grads(p, z, r, xc, tc, wc, g[r], gx, gw)
         return gx, (gw.to(weight.dtype) if gw is not None else None), None, None, None
 
 # %% ../nbs/18_loss.ipynb #dd398495
@@ -202,8 +166,8 @@ def linear_cross_entropy(x: Tensor,        # [..., D] hidden states
                          chunk_rows: int | None = None) -> Tensor:
     "Per-token CE `[...]` float32 of `x @ weight.T` (0 where ignored), differentiable; never more than a chunk of logits."
     t = _flat_inputs(x, weight, targets)
-    ce = _LinearCE.apply(x.reshape(-1, x.shape[-1]), weight, t, int(chunk_rows or default_chunk_rows(weight.shape[0])),
-                         compute_dtype(x, weight))
+    cdt = compute_dtype(x, weight)
+    ce = _LinearCE.apply(x.reshape(-1, x.shape[-1]), weight, t, int(chunk_rows or default_chunk_rows(weight.shape[0], cdt)), cdt)
     return ce.reshape(targets.shape)
 
 # %% ../nbs/18_loss.ipynb #3e732020
