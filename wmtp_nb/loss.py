@@ -22,8 +22,9 @@ def compute_dtype(x: Tensor, weight: Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, weight.dtype)
 
 # %% ../nbs/18_loss.ipynb #e0cef92e
-def default_chunk_rows(vocab: int, dtype: torch.dtype = torch.float32) -> int:
-    "Rows per chunk, at least 1: about 2^23 logits (32 MB) in float32; 2^25 in a lower-precision compute dtype (see the text)."
+def default_chunk_rows(vocab: int, dtype: torch.dtype = torch.float32, device_type: str = "cpu") -> int:
+    "Rows per chunk, at least 1: on CPU about 2^23 logits (32 MB) in float32, 2^25 in a lower precision; on CUDA 2^26 (see the text)."
+    if device_type == "cuda": return max(1, 2**26 // max(int(vocab), 1))      # GEMMs wide enough to fill the GPU
     return max(1, (2**23 if dtype == torch.float32 else 2**25) // max(int(vocab), 1))
 
 # %% ../nbs/18_loss.ipynb #860a6fb5
@@ -126,7 +127,7 @@ def fused_linear_cross_entropy(x: Tensor,                          # [..., D] hi
     w = token_weights.detach().reshape(-1).float() if token_weights is not None else None
     cdt = compute_dtype(x, weight)
     loss, ce = _FusedLinearCE.apply(x.reshape(-1, x.shape[-1]), weight, t, w,
-                                    int(chunk_rows or default_chunk_rows(weight.shape[0], cdt)), cdt,
+                                    int(chunk_rows or default_chunk_rows(weight.shape[0], cdt, x.device.type)), cdt,
                                     grad and x.requires_grad, grad and weight.requires_grad)
     return loss, ce.reshape(targets.shape)
 
@@ -167,7 +168,7 @@ def linear_cross_entropy(x: Tensor,        # [..., D] hidden states
     "Per-token CE `[...]` float32 of `x @ weight.T` (0 where ignored), differentiable; never more than a chunk of logits."
     t = _flat_inputs(x, weight, targets)
     cdt = compute_dtype(x, weight)
-    ce = _LinearCE.apply(x.reshape(-1, x.shape[-1]), weight, t, int(chunk_rows or default_chunk_rows(weight.shape[0], cdt)), cdt)
+    ce = _LinearCE.apply(x.reshape(-1, x.shape[-1]), weight, t, int(chunk_rows or default_chunk_rows(weight.shape[0], cdt, x.device.type)), cdt)
     return ce.reshape(targets.shape)
 
 # %% ../nbs/18_loss.ipynb #3e732020

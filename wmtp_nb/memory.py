@@ -64,16 +64,16 @@ def lora_activation_bytes(args: ModelArgs, r: int, target_modules: Sequence[str]
 CE_CHUNK_ELEMENTS = 2 ** 25  # per_token_ce works on float32 chunks of this many logits
 
 def logits_bytes(tokens: int, vocab: int, compute_bytes: int = 2, heads: int = 1, loss: str = "efficient",
-                 dim: int = 0, residual_bytes: int = 4) -> int:
+                 dim: int = 0, residual_bytes: int = 4, device_type: str = "cuda") -> int:
     "Peak bytes of the logits of one micro-batch: `efficient` (one head at a time), `naive` (all heads) or `fused` (row chunks; needs `dim`)."
     c = compute_bytes
     if loss == "fused":
         if dim <= 0: raise ValueError("logits_bytes: loss='fused' needs the model dim (its gradients are [V, D] and [N, D])")
-        low = c != 4                                                       # bf16: separate float32 softmax, second pass
-        buffers = default_chunk_rows(vocab) * vocab * (c + (4 if low else 0))
+        low = c != 4                                                       # bf16: a separate float32 softmax
+        rows = default_chunk_rows(vocab, torch.float32 if c == 4 else torch.bfloat16, device_type)
+        buffers = rows * vocab * (c + (4 if low else 0))
         grads = (4 + (c if low else 0)) * vocab * dim + tokens * dim * residual_bytes
-        second = tokens * dim * (3 * c + 4) if low else 0
-        return buffers + grads + second + 8 * tokens                     # + CE and log-sum-exp per token
+        return buffers + grads + 8 * tokens                              # + CE and log-sum-exp per token
     chunk = 2 * 4 * (CE_CHUNK_ELEMENTS // max(vocab, 1)) * vocab
     if loss == "efficient": return 2 * c * tokens * vocab + chunk
     if loss == "naive": return 3 * heads * c * tokens * vocab + chunk
@@ -167,9 +167,10 @@ def memory_plan(args: ModelArgs, batch_size: int, seq_len: int, world_size: int 
                             f"{'without' if activation_checkpointing else 'with'} activation checkpointing", counted=False))
     if not frozen_trunk:
         name = {"efficient": "logits (one head)", "naive": "logits (all heads)"}.get(loss, "logits (fused, row chunks)")
-        lines.append(MemoryLine(name, logits_bytes(N, args.vocab_size, c, args.n_future_tokens, loss, D, r),
+        rows = default_chunk_rows(args.vocab_size, torch.float32 if c == 4 else torch.bfloat16, device_type)
+        lines.append(MemoryLine(name, logits_bytes(N, args.vocab_size, c, args.n_future_tokens, loss, D, r, device_type),
                                 f"[{batch_size}, {seq_len}, {args.vocab_size}] and its gradient" if loss != "fused"
-                                else f"a chunk of {default_chunk_rows(args.vocab_size)} rows' logits; dW [V, D], dx [N, D]"))
+                                else f"a chunk of {rows} rows' logits; dW [V, D], dx [N, D]"))
     if reference_args is not None:
         ref = count_parameters(reference_args)["total"]
         lines.append(MemoryLine("reference model (Rho-1)", ref * reference_bytes + N * reference_args.vocab_size * (c + 4),
