@@ -206,7 +206,7 @@ def test_ref_tuning_then_rho1(assets, tmp_path):
                  *overrides(root, st, **{"mlflow.enabled": "false", "models.reference": "rtune", "experiment.run_name": "rho1-tuned"})]))
     caches = sorted((R / "cache" / "rho1").glob("*.pt"))
     assert any(p.name.startswith("reference-tiny-train") for p in caches), caches
-    from wmtp_nb.train import ReferenceCECache, reference_weights_sha256
+    from wmtp_nb.reference import ReferenceCECache, reference_weights_sha256
     assert reference_weights_sha256(ref_dir) != reference_weights_sha256(st / "models_v2" / "tiny-ref")
     # the cache key follows the reference's content, not its name: the untuned weights under the same dir name
     untuned = tmp_path / "untuned" / "reference"

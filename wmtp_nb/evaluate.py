@@ -21,7 +21,7 @@ from .sandbox import run_many
 from .generate import ALPACA_STOP, HUMANEVAL_STOP, SamplingParams, extract_code, generate
 from .collate import alpaca_prompt
 from .datasets import mbpp_tests_prompt
-from .train import mlflow_experiment, tracking_uri
+from .tracking import mlflow_experiment, tracking_uri
 
 # %% auto #0
 __all__ = ['DEFAULT_KS', 'PROMPT_CONVENTIONS', 'DATASETS', 'pass_at_k', 'per_task_pass_at_k', 'mean_pass_at_k', 'resolve_ks',
