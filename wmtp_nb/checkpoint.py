@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 
 from .files import atomic_dir, atomic_write_json
-from .model import save_safetensors
+from .model_io import save_safetensors
 from .runtime import barrier, is_sharded
 
 # %% auto #0

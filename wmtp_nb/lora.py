@@ -17,7 +17,8 @@ from torch import nn
 
 from .config import LORA_TARGETS, LoraConfig
 from .files import atomic_dir, sha256_file
-from .model import MetaLlamaMTPAdapter, ValueHead, check_state_dict, load_safetensors, save_safetensors
+from .model import MetaLlamaMTPAdapter, ValueHead, check_state_dict
+from .model_io import load_safetensors, save_safetensors
 
 # %% auto #0
 __all__ = ['ADAPTER', 'LORA_DIR', 'MERGED_DIR', 'peft_config', 'has_lora', 'apply_lora', 'lora_trainable', 'weights_identity',
