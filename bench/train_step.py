@@ -87,7 +87,7 @@ def make_step(mode: str, ad, ids, tg, ref, optimizers: dict):
     import torch
     from functools import partial
     from wmtp_nb.mtp_loss import Rho1Weights, mtp_loss
-    from wmtp_nb.train import fast_adamw
+    from wmtp_nb.optim import fast_adamw
     from wmtp_nb.weighting import rho1_keep_counts
     rho1, impl, dt = mode.startswith("rho1-"), mode.removeprefix("rho1-").rsplit("-", 1)[0], mode.rsplit("-", 1)[1]
     kw = {}

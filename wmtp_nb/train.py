@@ -5,7 +5,7 @@
 # %% ../nbs/13_train.ipynb #64584dbb
 from __future__ import annotations
 
-import hashlib, json, math, os, re, sys, time
+import hashlib, json, os, re, sys, time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,11 +15,12 @@ from torch import nn
 from fastcore.script import Param, call_parse, store_true
 
 from .batches import MicroBatches, ValidationSet
-from .checkpoint import CheckpointManager
+from .checkpoint import CheckpointManager, resolve_checkpoint
 from .config import (Config, ConfigError, check_run_name, data_condition, dump_config, load_config, model_path,
                             runs_root)
 from .files import RunLock, RunLockedError, atomic_write_json, atomic_write_text
 from .memory import plan_for_config, preflight
+from .optim import make_optimizer
 from .reference import build_rho1
 from .runtime import (DistInfo, apply_activation_checkpointing, autocast_dtype, barrier, broadcast_object,
                              broadcast_parameters, configure_backends, init_distributed, seed_everything, shard_model,
@@ -28,73 +29,8 @@ from .stages import STAGES, accumulate_gradients, reduce_step_metrics, validate
 from .tracking import RunLogger
 
 # %% auto #0
-__all__ = ['lr_factor', 'fast_adamw', 'make_optimizer', 'chosen_on_validation', 'resolve_checkpoint', 'run_data_condition',
-           'resolve_init', 'build_adapter', 'export_reference', 'finish_run', 'param_fingerprint', 'check_ranks_agree',
+__all__ = ['resolve_init', 'build_adapter', 'export_reference', 'finish_run', 'param_fingerprint', 'check_ranks_agree',
            'lock_run', 'RunOutcome', 'default_run_name', 'train', 'main']
-
-# %% ../nbs/13_train.ipynb #048cce09
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
-    "Multiplier of the base lr after `step` optimiser steps: linear warmup, then cosine to `min_ratio`."
-    if warmup > 0 and step < warmup: return (step + 1) / warmup
-    span = max(1, total - warmup)
-    progress = min(1.0, (step - warmup) / span)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-# %% ../nbs/13_train.ipynb #31bb80fc
-def fast_adamw(params: list[nn.Parameter], **kwargs) -> torch.optim.AdamW:
-    "torch's AdamW in its fastest form: one fused kernel for real floating-point parameters on CUDA or CPU, else multi-tensor ops."
-    fused = all(p.is_floating_point() and p.device.type in ("cuda", "cpu") for p in params)
-    return torch.optim.AdamW(params, **({"fused": True} if fused else {"foreach": True}), **kwargs)
-
-# %% ../nbs/13_train.ipynb #0b360ec8
-def make_optimizer(params: list[nn.Parameter], cfg: Config, total_steps: int):
-    "AdamW (`fast_adamw`) over `params` and its warmup + cosine `LambdaLR`."
-    t = cfg.training
-    if not params: raise ValueError("no trainable parameters (check the stage and the model's value head)")
-    opt = fast_adamw(params, lr=t.lr, betas=tuple(t.betas), eps=t.eps, weight_decay=t.weight_decay)
-    sch = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, t.warmup_steps, total_steps, t.min_lr_ratio))
-    return opt, sch
-
-# %% ../nbs/13_train.ipynb #e4a9c0d2
-def chosen_on_validation(ckpt: str | Path) -> bool:
-    "Whether the checkpoint at `ckpt` was selected on a validation metric (`meta.json`: `best_metric` valid/*, and its value)."
-    meta = Path(ckpt) / "meta.json"
-    try: m = json.loads(meta.read_text())
-    except (OSError, ValueError): return False
-    name = str(m.get("best_metric") or "")
-    return name.startswith("valid/") and name in (m.get("metrics") or {})
-
-# %% ../nbs/13_train.ipynb #5ed3a96a
-def _is_model_dir(p: Path) -> bool:
-    return (p / "adapter_config.json").is_file() or (p / "policy.safetensors").is_file() or (p / "configs").is_dir()
-
-# %% ../nbs/13_train.ipynb #cd61af45
-def resolve_checkpoint(path: str | Path, runs: str | Path | None = None) -> Path:
-    "A checkpoint or model dir as is; a run dir or run name (under `runs`) → its `best/` when chosen on validation, else `last/`."
-    p = Path(path)
-    if _is_model_dir(p): return p
-    from wmtp_nb.files import runs_dir
-    run = p if p.is_dir() else Path(runs or runs_dir()) / str(path)
-    best, last = run / "best", run / "last"
-    if _is_model_dir(best) and chosen_on_validation(best): return best
-    if _is_model_dir(last): return last
-    why = " (its best/ was not chosen on a valid/* metric)" if _is_model_dir(best) else ""
-    raise FileNotFoundError(f"{path!r}: no checkpoint to use: neither {best}/ chosen on validation nor {last}/{why}; "
-                            f"give a checkpoint dir, or a run dir under {run.parent}")
-
-# %% ../nbs/13_train.ipynb #d6ceed21
-def run_data_condition(ckpt: str | Path) -> str | None:
-    "The data condition of the training run a checkpoint belongs to (from `runs/<run>/config.yaml`), None outside a run."
-    import yaml
-    for d in list(Path(ckpt).resolve().parents)[:3]:                           # <run>/best, <run>/checkpoints/step-N
-        f = d / "config.yaml"
-        if f.is_file():
-            try: cfg = yaml.safe_load(f.read_text()) or {}
-            except yaml.YAMLError: return None
-            data = cfg.get("data") or {}
-            if "experiment" not in cfg: continue
-            return data_condition(data.get("sampling", Config().data.sampling), data.get("is_correct"))
-    return None
 
 # %% ../nbs/13_train.ipynb #354b40a5
 def resolve_init(cfg: Config) -> Path | None:
