@@ -24,7 +24,7 @@ def one_mode(mode: str, a) -> dict:
     from wmtp_nb.memory import memory_plan
     from wmtp_nb.model import MetaLlamaMTPAdapter
     from wmtp_nb.runtime import autocast
-    from wmtp_nb.train import efficient_mtp_loss
+    from wmtp_nb.mtp_loss import mtp_loss
     torch.manual_seed(0)
     if a.threads: torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
@@ -53,7 +53,7 @@ def one_mode(mode: str, a) -> dict:
     for i in range(a.steps + 1):  # the first step warms up (allocator, optimiser state)
         t0 = time.perf_counter()
         with autocast(dev, a.dtype):
-            p = efficient_mtp_loss(ad, ids, tg)
+            p = mtp_loss(ad, ids, tg, impl="efficient")
         opt.step()
         grad_bytes = sum(q.grad.numel() * q.grad.element_size() for q in ad.parameters() if q.grad is not None)
         opt.zero_grad(set_to_none=True)

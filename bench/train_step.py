@@ -6,7 +6,7 @@ round, wall and CPU time, peak RSS, ratios within one run.
     .venv/bin/python bench/train_step.py --rounds 2 --modes fused-fp32,naive-fp32
 
 Modes (loss implementation, optimiser, dtype):
-  naive-fp32            all heads' logits [B, S, H, V] at once (`naive_mtp_loss`), torch's default AdamW   (reference)
+  naive-fp32            all heads' logits [B, S, H, V] at once (`mtp_loss(impl="naive")`), torch's default AdamW   (reference)
   efficient-fp32        main before issue 16: one head's logits at a time, torch's default AdamW           (before)
   fused-fp32            `training.mtp_loss: fused` (wmtp_nb.loss), fused AdamW                              (after)
   fused-ckpt-fp32       the same with `runtime.activation_checkpointing: true` (the default config's setting)
@@ -94,16 +94,17 @@ def setup(a, ckpt: bool = False):
 def make_step(mode: str, ad, ids, tg, ref, optimizers: dict):
     "One optimiser step of `mode` as a function returning the loss (Rho1Stage.micro_step's arguments for rho1 modes)."
     import torch
-    from wmtp_nb.train import MTP_LOSSES, fast_adamw
-    from wmtp_nb.weighting import rho1_keep_counts, rho1_weights
+    from functools import partial
+    from wmtp_nb.mtp_loss import Rho1Weights, mtp_loss
+    from wmtp_nb.optim import fast_adamw
+    from wmtp_nb.weighting import rho1_keep_counts
     rho1, impl, dt = mode.startswith("rho1-"), mode.removeprefix("rho1-").rsplit("-", 1)[0], mode.rsplit("-", 1)[1]
     kw = {}
-    if impl == "fused-recompute": kw["head_weights"] = lambda k, ce: torch.ones_like(ce)   # weights "after" the CE
+    if impl == "fused-recompute": kw["weight_fn"] = lambda k, ce: torch.ones_like(ce)      # weights "after" the CE
     if rho1:
         mask = tg != -100
-        kw = dict(head_weights=lambda k, ce: rho1_weights(ce[..., None], ref[..., k:k + 1], mask[..., k:k + 1], 0.6, "signed")[..., 0],
-                  denominator=rho1_keep_counts(mask, 0.6).sum().float().clamp_min(1), normalize="selected")
-    fn = MTP_LOSSES["fused" if impl.startswith("fused") else impl]
+        kw = dict(weight_fn=Rho1Weights(ref, mask, 0.6, "signed"), denominator=rho1_keep_counts(mask, 0.6).sum().float().clamp_min(1))
+    fn = partial(mtp_loss, impl="fused" if impl.startswith("fused") else impl)
     kind = "fused" if impl.startswith("fused") else "default"                  # before issue 16: torch's default AdamW
     if kind not in optimizers:
         params = list(ad.parameters())

@@ -3,7 +3,7 @@
     python tests/_step_grads.py OUT.pt MICRO                  # one process: 8 records in micro-batches of MICRO
     python -m torch.distributed.run --nproc_per_node 2 tests/_step_grads.py OUT.pt MICRO   # each rank its strided half
 
-Rank 0 writes {stage: {parameter name: gradient}} after `train.accumulate_gradients` (counts, micro-steps, sync).
+Rank 0 writes {stage: {parameter name: gradient}} after `stages.accumulate_gradients` (counts, micro-steps, sync).
 """
 import sys
 from pathlib import Path
@@ -18,7 +18,7 @@ from vendor.meta_llama.model import ModelArgs, Transformer
 from wmtp_nb.config import Config
 from wmtp_nb.model import MetaLlamaMTPAdapter, ValueHead
 from wmtp_nb.runtime import init_distributed, shutdown_distributed
-from wmtp_nb.train import STAGES, Rho1Stage, accumulate_gradients
+from wmtp_nb.stages import STAGES, Rho1Stage, accumulate_gradients
 
 N_RECORDS, V = 8, 61
 

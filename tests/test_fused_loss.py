@@ -54,7 +54,7 @@ FSDP_SCRIPT = textwrap.dedent('''
     from vendor.meta_llama.model import ModelArgs, Transformer
     from wmtp_nb.model import MetaLlamaMTPAdapter
     from wmtp_nb.runtime import init_distributed, shutdown_distributed
-    from wmtp_nb.train import MTP_LOSSES
+    from wmtp_nb.mtp_loss import FixedWeights, mtp_loss
     info = init_distributed("cpu")
     torch.set_num_threads(1)
 
@@ -72,10 +72,10 @@ FSDP_SCRIPT = textwrap.dedent('''
         for k in range(4): tg[:, : 12 - k - 1, k] = ids[:, k + 1:]
         tg[:, :3] = -100
         kw = {}
-        if case == "fixed": kw = dict(weights=torch.rand(2, 12, generator=g) * 2)
+        if case == "fixed": kw = dict(weight_fn=FixedWeights((torch.rand(2, 12, generator=g) * 2)[..., None].expand(2, 12, 4)))
         if case == "select":
-            kw = dict(head_weights=lambda k, ce: (ce > 4.0).float(), denominator=torch.tensor(20.0), normalize="selected")
-        p = MTP_LOSSES[loss](ad, ids, tg, **kw)
+            kw = dict(weight_fn=lambda k, ce: (ce > 4.0).float(), denominator=torch.tensor(20.0))
+        p = mtp_loss(ad, ids, tg, impl=loss, **kw)
         return p.loss, {n: q.grad.full_tensor() for n, q in ad.named_parameters()}
 
     for case in ("uniform", "fixed", "select"):
@@ -105,7 +105,7 @@ def _step(stage: str, loss: str, micro: int = 2, dtype: str = "float32"):
     from _step_grads import Reference, collate, records, tiny_adapter
     from wmtp_nb.config import Config
     from wmtp_nb.runtime import init_distributed
-    from wmtp_nb.train import STAGES, Rho1Stage, accumulate_gradients
+    from wmtp_nb.stages import STAGES, Rho1Stage, accumulate_gradients
     info = init_distributed("cpu")
     recs = records()
     cfg = Config.model_validate({"runtime": {"device": "cpu", "dtype": dtype},

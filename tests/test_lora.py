@@ -132,7 +132,7 @@ def test_lora_resume_is_bit_identical_and_init_from_starts_merged(assets):
     assert [x["train/loss"] for x in _rows(R / "vresumed")] == [x["train/loss"] for x in _rows(R / "vstraight")]
     # save_merged: the chosen checkpoint carries merged/, a plain checkpoint equal to the adapted model
     from wmtp_nb.model import MetaLlamaMTPAdapter
-    from wmtp_nb.train import resolve_checkpoint
+    from wmtp_nb.checkpoint import resolve_checkpoint
     ck = resolve_checkpoint(R / "vstraight")
     assert sorted(p.name for p in (ck / "merged").iterdir()) == ["adapter_config.json", "policy.safetensors", "tokenizer",
                                                                  "value_head.safetensors"]
@@ -191,7 +191,7 @@ def test_ref_tuning_then_rho1(assets, tmp_path):
     meta = json.loads((ref_dir / "metadata.json").read_text())
     assert meta["tuned_from"] == str((st / "models_v2" / "tiny-ref").resolve()) and meta["step"] in (2, 4)
     from wmtp_nb.model import MetaLlamaMTPAdapter
-    from wmtp_nb.train import resolve_checkpoint
+    from wmtp_nb.checkpoint import resolve_checkpoint
     ck = resolve_checkpoint(run)
     assert (ck / "lora" / "adapter_model.safetensors").is_file() and not (ck / "policy.safetensors").exists()
     tuned = ReferenceModel.from_pretrained(ref_dir, device="cpu", dtype=torch.float32)
@@ -206,7 +206,7 @@ def test_ref_tuning_then_rho1(assets, tmp_path):
                  *overrides(root, st, **{"mlflow.enabled": "false", "models.reference": "rtune", "experiment.run_name": "rho1-tuned"})]))
     caches = sorted((R / "cache" / "rho1").glob("*.pt"))
     assert any(p.name.startswith("reference-tiny-train") for p in caches), caches
-    from wmtp_nb.train import ReferenceCECache, reference_weights_sha256
+    from wmtp_nb.reference import ReferenceCECache, reference_weights_sha256
     assert reference_weights_sha256(ref_dir) != reference_weights_sha256(st / "models_v2" / "tiny-ref")
     # the cache key follows the reference's content, not its name: the untuned weights under the same dir name
     untuned = tmp_path / "untuned" / "reference"

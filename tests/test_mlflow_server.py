@@ -16,7 +16,7 @@ def store(tmp_path_factory):
     "A runs/ directory with the demo's layout: two training runs and one evaluation in runs/mlflow.db."
     from wmtp_nb.config import Config, dump_config
     from wmtp_nb.evaluate import log_report_mlflow, write_eval
-    from wmtp_nb.train import RunLogger, tracking_uri
+    from wmtp_nb.tracking import RunLogger, tracking_uri
     runs = tmp_path_factory.mktemp("mlflow-server") / "runs"
     for name, (stage, key, values) in STEPS.items():
         cfg = Config.model_validate({"paths": {"runs": str(runs)}, "experiment": {"stage": stage, "run_name": name}})

@@ -12,7 +12,7 @@ WRITER = r"""
 import json, sys, time
 from pathlib import Path
 from wmtp_nb.config import Config
-from wmtp_nb.train import RunLogger
+from wmtp_nb.tracking import RunLogger
 from wmtp_nb.evaluate import log_report_mlflow
 role, runs, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
 (runs / f"ready-{role}").touch()

@@ -36,6 +36,6 @@ def test_conversion_peak_memory(tmp_path):
     growth = (peak - max(base, 0)) / size_kb
     assert size_kb > 200_000  # a checkpoint large enough to dominate the baseline (~250 MB)
     assert growth < 1.4, f"conversion peak RSS grew by {growth:.2f}x the checkpoint size"
-    from wmtp_nb.model import load_safetensors
+    from wmtp_nb.model_io import load_safetensors
     out = load_safetensors(tmp_path / "out" / "safetensors" / "model.safetensors")
     assert out["output.weight"].dtype == torch.float16 and float(out["output.weight"][0, 0]) == 0.5

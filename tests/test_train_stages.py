@@ -15,7 +15,8 @@ pytest.importorskip("wmtp_nb.sampling"); pytest.importorskip("wmtp_nb.collate")
 from _train_assets import ROOT, build, overrides, run_cli
 from wmtp_nb.config import load_config
 from wmtp_nb.files import read_jsonl
-from wmtp_nb.train import build_adapter, resolve_checkpoint, train
+from wmtp_nb.checkpoint import resolve_checkpoint
+from wmtp_nb.train import build_adapter, train
 
 REPEAT = {"data.n_samples": 2, "training.batch_size": 2, "training.grad_accum": 1, "training.max_steps": 20,
           "training.lr": 3e-3, "training.warmup_steps": 2, "training.save_every": 20, "mlflow.enabled": "false",

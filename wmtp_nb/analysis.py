@@ -13,7 +13,7 @@ import numpy as np
 
 from .evaluate import bootstrap_ci, pass_at_k
 from .files import read_jsonl, runs_dir
-from .train import tracking_uri
+from .tracking import tracking_uri
 
 # %% auto #0
 __all__ = ['EXPERIMENT_STAGES', 'run_config', 'find_runs', 'read_run_metrics', 'metric_series', 'load_eval',

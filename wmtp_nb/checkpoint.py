@@ -15,13 +15,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .config import Config, data_condition
 from .files import atomic_dir, atomic_write_json
-from .model import save_safetensors
+from .model_io import save_safetensors
 from .runtime import barrier, is_sharded
 
 # %% auto #0
 __all__ = ['TRAIN_STATE', 'rng_state', 'set_rng_state', 'save_weights', 'check_train_state', 'RemoteCopyError', 'RemoteCopier',
-           'is_checkpoint', 'CheckpointManager']
+           'is_checkpoint', 'CheckpointManager', 'chosen_on_validation', 'resolve_checkpoint', 'run_data_condition']
 
 # %% ../nbs/12_checkpoint.ipynb #c8e8b154
 def rng_state() -> dict:
@@ -338,3 +339,44 @@ class CheckpointManager:
         finally:
             if self.publisher is not None: self.publisher.shutdown(wait=True)
             if self.remote is not None: self.remote.close()
+
+# %% ../nbs/12_checkpoint.ipynb #e4a9c0d2
+def chosen_on_validation(ckpt: str | Path) -> bool:
+    "Whether the checkpoint at `ckpt` was selected on a validation metric (`meta.json`: `best_metric` valid/*, and its value)."
+    meta = Path(ckpt) / "meta.json"
+    try: m = json.loads(meta.read_text())
+    except (OSError, ValueError): return False
+    name = str(m.get("best_metric") or "")
+    return name.startswith("valid/") and name in (m.get("metrics") or {})
+
+# %% ../nbs/12_checkpoint.ipynb #5ed3a96a
+def _is_model_dir(p: Path) -> bool:
+    return (p / "adapter_config.json").is_file() or (p / "policy.safetensors").is_file() or (p / "configs").is_dir()
+
+# %% ../nbs/12_checkpoint.ipynb #cd61af45
+def resolve_checkpoint(path: str | Path, runs: str | Path | None = None) -> Path:
+    "A checkpoint or model dir as is; a run dir or run name (under `runs`) → its `best/` when chosen on validation, else `last/`."
+    p = Path(path)
+    if _is_model_dir(p): return p
+    from wmtp_nb.files import runs_dir
+    run = p if p.is_dir() else Path(runs or runs_dir()) / str(path)
+    best, last = run / "best", run / "last"
+    if _is_model_dir(best) and chosen_on_validation(best): return best
+    if _is_model_dir(last): return last
+    why = " (its best/ was not chosen on a valid/* metric)" if _is_model_dir(best) else ""
+    raise FileNotFoundError(f"{path!r}: no checkpoint to use: neither {best}/ chosen on validation nor {last}/{why}; "
+                            f"give a checkpoint dir, or a run dir under {run.parent}")
+
+# %% ../nbs/12_checkpoint.ipynb #d6ceed21
+def run_data_condition(ckpt: str | Path) -> str | None:
+    "The data condition of the training run a checkpoint belongs to (from `runs/<run>/config.yaml`), None outside a run."
+    import yaml
+    for d in list(Path(ckpt).resolve().parents)[:3]:                           # <run>/best, <run>/checkpoints/step-N
+        f = d / "config.yaml"
+        if f.is_file():
+            try: cfg = yaml.safe_load(f.read_text()) or {}
+            except yaml.YAMLError: return None
+            data = cfg.get("data") or {}
+            if "experiment" not in cfg: continue
+            return data_condition(data.get("sampling", Config().data.sampling), data.get("is_correct"))
+    return None

@@ -15,7 +15,8 @@ from torch import nn
 
 from .collate import MTPCollator, mtp_targets
 from .synthetic import bug_token_positions
-from .train import efficient_mtp_loss, reference_token_ce
+from .mtp_loss import mtp_loss
+from .reference import reference_token_ce
 from .weighting import RunningStats, align_to_heads, verifiable_weights
 
 # %% auto #0
@@ -132,7 +133,7 @@ def rho1_token_scores(adapter: nn.Module, reference: nn.Module, batch: Mapping, 
         raise ValueError(f"rho1_token_scores: mode must be 'signed' or 'absolute', got {mode!r}")
     H = adapter.n_future_tokens
     tg = mtp_targets(batch["labels"], H)                                                  # [B, S, H]
-    pol = efficient_mtp_loss(adapter, batch["input_ids"], tg, backward=False).ce          # [B, S, H]
+    pol = mtp_loss(adapter, batch["input_ids"], tg, backward=False).ce          # [B, S, H]
     ref = align_to_heads(reference_token_ce(reference, batch["input_ids"], batch["labels"]), H)   # [B, S, H]
     mask = tg != -100
     excess = torch.where(mask, pol - ref, 0.0)
@@ -150,7 +151,7 @@ def position_token_scores(batch: Mapping, n_heads: int) -> tuple[torch.Tensor, t
 def ce_token_scores(adapter: nn.Module, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor]:
     "The model's own CE `[B, S, H]` of each head's target (surprise alone: a control), and the mask."
     tg = mtp_targets(batch["labels"], adapter.n_future_tokens)
-    return efficient_mtp_loss(adapter, batch["input_ids"], tg, backward=False).ce, tg != -100
+    return mtp_loss(adapter, batch["input_ids"], tg, backward=False).ce, tg != -100
 
 # %% ../nbs/18_credit.ipynb #cb988d59
 def run_weight_stats(ckpt: str | Path) -> RunningStats | None:

@@ -21,7 +21,7 @@ from .sandbox import run_many
 from .generate import ALPACA_STOP, HUMANEVAL_STOP, SamplingParams, extract_code, generate
 from .collate import alpaca_prompt
 from .datasets import mbpp_tests_prompt
-from .train import mlflow_experiment, tracking_uri
+from .tracking import mlflow_experiment, tracking_uri
 
 # %% auto #0
 __all__ = ['DEFAULT_KS', 'PROMPT_CONVENTIONS', 'DATASETS', 'pass_at_k', 'per_task_pass_at_k', 'mean_pass_at_k', 'resolve_ks',
@@ -434,7 +434,7 @@ def evaluate(model_path: str | Path, cfg: EvalConfig | None = None, **settings) 
     "Generate `cfg.n` samples per task with the model at `model_path` (a run dir: its validation-chosen best/, else last/), score them in the sandbox, write and return the report. `settings` are `EvalConfig` fields, over `cfg`."
     cfg = EvalConfig(**{**(cfg.model_dump(exclude_unset=True) if cfg else {}), **settings})  # checked before anything loads
     dataset, split, n, seed, ks = cfg.dataset, cfg.split, cfg.n, cfg.seed, resolve_ks(cfg.ks, cfg.n)
-    from wmtp_nb.train import resolve_checkpoint, run_data_condition
+    from wmtp_nb.checkpoint import resolve_checkpoint, run_data_condition
     t0 = time.time()
     model_path = resolve_checkpoint(model_path)
     tasks = select_tasks(load_tasks(dataset, split, cfg.codecontests_path), cfg.limit, cfg.task_ids)

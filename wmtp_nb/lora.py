@@ -17,7 +17,8 @@ from torch import nn
 
 from .config import LORA_TARGETS, LoraConfig
 from .files import atomic_dir, sha256_file
-from .model import MetaLlamaMTPAdapter, ValueHead, check_state_dict, load_safetensors, save_safetensors
+from .model import MetaLlamaMTPAdapter, ValueHead, check_state_dict
+from .model_io import load_safetensors, save_safetensors
 
 # %% auto #0
 __all__ = ['ADAPTER', 'LORA_DIR', 'MERGED_DIR', 'peft_config', 'has_lora', 'apply_lora', 'lora_trainable', 'weights_identity',
@@ -66,7 +67,7 @@ def lora_trainable(adapter: MetaLlamaMTPAdapter, train_value_head: bool = True) 
 # %% ../nbs/19_lora.ipynb #e6497ba2
 def weights_identity(model_dir: str | Path) -> str:
     "sha256 naming a model's policy weights: a storage dir's safetensors, a checkpoint's `policy.safetensors`, a LoRA checkpoint's base + adapter."
-    from wmtp_nb.train import reference_weights_sha256, weights_sha256   # sha256 cached beside each weights file
+    from wmtp_nb.reference import reference_weights_sha256, weights_sha256   # sha256 cached beside each weights file
     p = Path(model_dir)
     if (p / "adapter_config.json").is_file():
         lo = json.loads((p / "adapter_config.json").read_text()).get("lora")

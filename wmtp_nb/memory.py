@@ -15,7 +15,7 @@ import torch
 from vendor.meta_llama.model import ModelArgs, Transformer, ffn_hidden_dim
 from .config import Config, LoraConfig, model_path, runs_root
 from .loss import default_chunk_rows
-from .model import args_from_hf_config
+from .model_io import args_from_hf_config
 
 # %% auto #0
 __all__ = ['CE_CHUNK_ELEMENTS', 'GiB', 'PUBLISHED_SHAPES', 'count_parameters', 'block_activation_bytes', 'lora_parameters',

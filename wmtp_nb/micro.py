@@ -151,8 +151,8 @@ def build_synthetic_base(storage_root: str | Path | None = None, force: bool = F
 # %% ../nbs/04_micro.ipynb #7d4a9b32
 def publish_model(src: str | Path, out_dir: str | Path, name: str | None = None, overwrite: bool = True) -> Path:
     "Write a training checkpoint (or a run dir: its `resolve_checkpoint`) as a storage model dir in Meta layout (no value head)."
-    from wmtp_nb.model import load_safetensors
-    from wmtp_nb.train import resolve_checkpoint
+    from wmtp_nb.model_io import load_safetensors
+    from wmtp_nb.checkpoint import resolve_checkpoint
     ckpt = resolve_checkpoint(src)
     cfg_file = ckpt / "adapter_config.json"
     if not cfg_file.is_file():

@@ -5,199 +5,21 @@
 # %% ../nbs/02_model.ipynb #61d91f36
 from __future__ import annotations
 
-import dataclasses, json, os, shutil, struct, tempfile
+import dataclasses, json, shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Mapping, Optional
+from typing import Mapping, Optional
 
 import torch
-from safetensors import safe_open
 from torch import nn
 
-from vendor.meta_llama.model import ModelArgs, Transformer, ffn_hidden_dim
+from vendor.meta_llama.model import ModelArgs, Transformer
 from .files import atomic_write_json, sha256_file
+from .model_io import args_from_hf_config, hf_to_meta_state_dict, load_safetensors, save_safetensors
 
 # %% auto #0
-__all__ = ['save_safetensors', 'safetensors_header', 'load_safetensors', 'meta_to_hf_state_dict', 'hf_to_meta_state_dict',
-           'hf_config_from_args', 'args_from_hf_config', 'ValueHead', 'ModelDir', 'read_model_dir', 'expected_shapes',
-           'check_state_dict', 'check_tokenizer_vocab', 'next_token_state_dict', 'MTPOutput', 'MetaLlamaMTPAdapter']
-
-# %% ../nbs/02_model.ipynb #d6c56402
-_ST_DTYPES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16", torch.float64: "F64",
-              torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-              torch.bool: "BOOL"}
-_ST_NAMES = {v: k for k, v in _ST_DTYPES.items()}
-
-def _full_tensor(t: torch.Tensor) -> torch.Tensor:
-    "The whole tensor: a sharded DTensor is all-gathered (a collective: every rank must call), anything else is itself."
-    return t.full_tensor() if hasattr(t, "full_tensor") else t
-
-def save_safetensors(tensors: Mapping[str, torch.Tensor], path: str | Path | None, metadata: dict[str, str] | None = None,
-                     write: bool = True) -> Path | None:
-    "Write `tensors` as a safetensors file, streaming one tensor at a time (peak extra RAM ≈ the largest tensor)."
-    # Sharded (FSDP) tensors are gathered one at a time as they are written; then every rank calls this in the same
-    # order and only the writer (`write=True`, rank 0) writes: the other ranks take part in the gathers and return None.
-    if not write:
-        for t in tensors.values(): _full_tensor(t)
-        return None
-    path = Path(path)
-    header, offset = {}, 0
-    for name, t in tensors.items():
-        if t.dtype not in _ST_DTYPES:
-            raise TypeError(f"tensor {name!r}: dtype {t.dtype} not supported by safetensors writer")
-        n = t.numel() * t.element_size()
-        header[name] = {"dtype": _ST_DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + n]}
-        offset += n
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
-    hb = json.dumps(header, separators=(",", ":")).encode()
-    hb += b" " * (-len(hb) % 8)  # the data section starts 8-byte aligned
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(hb))); f.write(hb)
-            for name, t in tensors.items():
-                t = _full_tensor(t.detach()).to("cpu").contiguous().reshape(-1)
-                if t.numel():
-                    f.write(memoryview(t.view(torch.uint8).numpy()))
-                del t
-            f.flush(); os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-def safetensors_header(path: str | Path) -> dict[str, dict]:
-    "The header `{name: {dtype, shape, data_offsets}}` of a safetensors file; clear errors for missing/truncated files."
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"safetensors file not found: {path}")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        if len(raw) < 8:
-            raise ValueError(f"{path}: truncated safetensors file ({size} bytes, no header)")
-        (n,) = struct.unpack("<Q", raw)
-        if 8 + n > size:
-            raise ValueError(f"{path}: truncated safetensors file (header of {n} bytes, file has {size})")
-        try:
-            header = json.loads(f.read(n))
-        except ValueError as e:
-            raise ValueError(f"{path}: corrupt safetensors header ({e})") from None
-    header.pop("__metadata__", None)
-    end = max((v["data_offsets"][1] for v in header.values()), default=0)
-    if 8 + n + end != size:
-        raise ValueError(f"{path}: truncated safetensors file: header promises {8 + n + end} bytes, file has {size}")
-    return header
-
-def load_safetensors(path: str | Path, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-    "All tensors of a safetensors file on CPU (optionally cast), after the truncation check."
-    safetensors_header(path)
-    out = {}
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        for k in f.keys():
-            t = f.get_tensor(k)
-            out[k] = t.to(dtype) if dtype is not None and t.is_floating_point() else t
-    return out
-
-# %% ../nbs/02_model.ipynb #36fde1e6
-_HF_BLOCK = {"attention.wq": "self_attn.q_proj", "attention.wk": "self_attn.k_proj", "attention.wv": "self_attn.v_proj",
-             "attention.wo": "self_attn.o_proj", "feed_forward.w1": "mlp.gate_proj", "feed_forward.w2": "mlp.down_proj",
-             "feed_forward.w3": "mlp.up_proj", "attention_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm"}
-
-def _rope_rows_to_hf(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    "Meta's interleaved rotary rows → Hugging Face's half-split rows, per head."  # [n*hd, D]
-    hd = w.shape[0] // n_heads
-    return w.reshape(n_heads, hd // 2, 2, -1).transpose(1, 2).reshape(w.shape)
-
-def _rope_rows_to_meta(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    hd = w.shape[0] // n_heads
-    return w.reshape(n_heads, 2, hd // 2, -1).transpose(1, 2).reshape(w.shape)
-
-def meta_to_hf_state_dict(sd: Mapping[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
-    "Meta-layout state dict (n_future_tokens = 1) → `LlamaForCausalLM` state dict."
-    if args.n_future_tokens != 1:
-        raise ValueError(f"Hugging Face Llama layout is next-token only; n_future_tokens is {args.n_future_tokens}")
-    out = {}
-    for k, v in sd.items():
-        if k == "tok_embeddings.weight": out["model.embed_tokens.weight"] = v
-        elif k == "norm.weight": out["model.norm.weight"] = v
-        elif k == "output.weight": out["lm_head.weight"] = v
-        elif k.startswith("layers."):
-            _, i, rest = k.split(".", 2)
-            mod, _, suffix = rest.rpartition(".")
-            if mod not in _HF_BLOCK:
-                raise KeyError(f"unexpected key {k!r}")
-            if mod == "attention.wq": v = _rope_rows_to_hf(v, args.n_heads)
-            if mod == "attention.wk": v = _rope_rows_to_hf(v, args.kv_heads)
-            out[f"model.layers.{i}.{_HF_BLOCK[mod]}.{suffix}"] = v
-        else:
-            raise KeyError(f"unexpected key {k!r} (not in Meta's layout for n_future_tokens = 1)")
-    return out
-
-def hf_to_meta_state_dict(sd: Mapping[str, torch.Tensor], args: ModelArgs) -> dict[str, torch.Tensor]:
-    "`LlamaForCausalLM` state dict → Meta layout (n_future_tokens = 1); the inverse of `meta_to_hf_state_dict`."
-    inv = {v: k for k, v in _HF_BLOCK.items()}
-    out = {}
-    for k, v in sd.items():
-        if k == "model.embed_tokens.weight": out["tok_embeddings.weight"] = v
-        elif k == "model.norm.weight": out["norm.weight"] = v
-        elif k == "lm_head.weight": out["output.weight"] = v
-        elif k.startswith("model.layers."):
-            _, _, i, rest = k.split(".", 3)
-            mod, _, suffix = rest.rpartition(".")
-            if mod not in inv:
-                raise KeyError(f"unexpected key {k!r}")
-            if mod == "self_attn.q_proj": v = _rope_rows_to_meta(v, args.n_heads)
-            if mod == "self_attn.k_proj": v = _rope_rows_to_meta(v, args.kv_heads)
-            out[f"layers.{i}.{inv[mod]}.{suffix}"] = v
-        elif k.endswith("rotary_emb.inv_freq"):
-            continue  # a buffer some old exports saved; recomputed from rope_theta
-        else:
-            raise KeyError(f"unexpected key {k!r} (not a Llama key)")
-    return out
-
-def hf_config_from_args(args: ModelArgs, dtype: torch.dtype = torch.float32) -> dict:
-    "`config.json` of a `LlamaForCausalLM` equal to Meta-layout `args` (next-token only)."
-    if args.n_future_tokens != 1:
-        raise ValueError(f"Hugging Face Llama layout is next-token only; n_future_tokens is {args.n_future_tokens}")
-    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": args.dim,
-            "intermediate_size": ffn_hidden_dim(args.dim, args.multiple_of, args.ffn_dim_multiplier),
-            "num_hidden_layers": args.n_layers, "num_attention_heads": args.n_heads,
-            "num_key_value_heads": args.kv_heads, "head_dim": args.head_dim, "vocab_size": args.vocab_size,
-            "rms_norm_eps": args.norm_eps, "rope_theta": args.rope_theta, "max_position_embeddings": args.max_seq_len,
-            "hidden_act": "silu", "attention_bias": False, "mlp_bias": False, "tie_word_embeddings": False,
-            "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": str(dtype).removeprefix("torch.")}
-
-def args_from_hf_config(config: dict | str | Path) -> ModelArgs:
-    "Meta-layout `ModelArgs` (n_future_tokens = 1) of a Hugging Face Llama `config.json`."
-    src = str(config) if not isinstance(config, dict) else "config"
-    if not isinstance(config, dict):
-        if not Path(config).is_file():
-            raise FileNotFoundError(f"config.json not found: {config}")
-        config = json.loads(Path(config).read_text())
-    if config.get("model_type", "llama") != "llama":
-        raise ValueError(f"{src}: model_type {config.get('model_type')!r} is not 'llama'")
-    for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
-        if k not in config:
-            raise ValueError(f"{src}: missing key {k!r}")
-    if config.get("tie_word_embeddings", False):
-        raise ValueError(f"{src}: tied embeddings are not supported (Meta's layout has a separate output matrix)")
-    dim, inter = config["hidden_size"], config["intermediate_size"]
-    base = int(2 * 4 * dim / 3)  # choose multiple_of / ffn_dim_multiplier so that Meta's formula gives `inter`
-    mult, mo = (None, inter) if base <= inter else ((inter + 0.5) / base, 1)
-    args = ModelArgs(dim=dim, n_layers=config["num_hidden_layers"], n_heads=config["num_attention_heads"],
-                     n_kv_heads=config.get("num_key_value_heads"), vocab_size=config["vocab_size"], multiple_of=mo,
-                     ffn_dim_multiplier=mult, norm_eps=config.get("rms_norm_eps", 1e-6),
-                     rope_theta=config.get("rope_theta", 10000.0), n_future_tokens=1,
-                     max_seq_len=config.get("max_position_embeddings", 2048))
-    if ffn_hidden_dim(args.dim, args.multiple_of, args.ffn_dim_multiplier) != inter:
-        raise ValueError(f"{src}: cannot express intermediate_size {inter} in Meta's FFN formula")
-    if config.get("head_dim", args.head_dim) != args.head_dim:
-        raise ValueError(f"{src}: head_dim {config['head_dim']} != hidden_size / num_attention_heads")
-    return args
+__all__ = ['ValueHead', 'ModelDir', 'read_model_dir', 'expected_shapes', 'check_state_dict', 'check_tokenizer_vocab',
+           'next_token_state_dict', 'MTPOutput', 'MetaLlamaMTPAdapter']
 
 # %% ../nbs/02_model.ipynb #d7aa5048
 class ValueHead(nn.Module):
@@ -235,6 +57,7 @@ class ModelDir:
     weights: Path
     tokenizer: Path
 
+# %% ../nbs/02_model.ipynb #f1583512
 def read_model_dir(model_path: str | Path) -> ModelDir:
     "Locate `configs/params.json` or `configs/config.json`, `safetensors/model.safetensors`, `tokenizer/tokenizer.model`."
     root = Path(model_path)
@@ -253,12 +76,14 @@ def read_model_dir(model_path: str | Path) -> ModelDir:
             raise FileNotFoundError(f"{root}: missing {p.relative_to(root)}")
     return ModelDir(root, layout, args, weights, tok)
 
+# %% ../nbs/02_model.ipynb #e9e94023
 def expected_shapes(args: ModelArgs) -> dict[str, tuple[int, ...]]:
     "Meta-layout key → shape for `args`, from a model built on the meta device (no memory)."
     with torch.device("meta"):
         m = Transformer(args)
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
+# %% ../nbs/02_model.ipynb #df7b57ae
 def check_state_dict(shapes: Mapping[str, tuple], expected: Mapping[str, tuple], source: str = "checkpoint") -> None:
     "Raise one readable error listing missing, unexpected and mis-shaped keys of `shapes` against `expected`."
     missing = sorted(set(expected) - set(shapes))
@@ -272,6 +97,7 @@ def check_state_dict(shapes: Mapping[str, tuple], expected: Mapping[str, tuple],
                  f"wrong shapes: {show(wrong)}" if wrong else ""]
         raise ValueError(f"{source} does not match the model: " + "; ".join(p for p in parts if p))
 
+# %% ../nbs/02_model.ipynb #3f59fe8a
 def check_tokenizer_vocab(tokenizer_path: str | Path, args: ModelArgs, source: str = "model") -> None:
     "The tokenizer's vocabulary must equal `vocab_size`."
     from vendor.meta_llama.tokenizer import Tokenizer
@@ -280,6 +106,7 @@ def check_tokenizer_vocab(tokenizer_path: str | Path, args: ModelArgs, source: s
         raise ValueError(f"{source}: vocab mismatch: vocab_size {args.vocab_size} but tokenizer {tokenizer_path} "
                          f"has {n} pieces")
 
+# %% ../nbs/02_model.ipynb #5f26a10a
 def next_token_state_dict(state_dict: Mapping[str, torch.Tensor], args: ModelArgs) -> tuple[ModelArgs, dict[str, torch.Tensor]]:
     "An MTP model's next-token part (trunk + head 0, shared norm and output) as a model with n_future_tokens = 1."
     n = args.n_future_tokens
@@ -293,6 +120,7 @@ class MTPOutput:
     logits: torch.Tensor  # [B, S, H, V]
     values: Optional[torch.Tensor] = None  # [B, S] float32
 
+# %% ../nbs/02_model.ipynb #7d9ff9f8
 def _resolve_device(device) -> torch.device:
     if device in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

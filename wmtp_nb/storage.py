@@ -17,9 +17,9 @@ from vendor.meta_llama.model import ModelArgs, Transformer
 from vendor.meta_llama.tokenizer import Tokenizer
 from .files import (atomic_dir, atomic_write_json, check_sha256sums, sha256_file, storage_dir,
                            write_sha256sums)
-from .model import (MetaLlamaMTPAdapter, args_from_hf_config, check_state_dict, check_tokenizer_vocab,
-                           expected_shapes, hf_config_from_args, load_safetensors, meta_to_hf_state_dict,
-                           read_model_dir, safetensors_header, save_safetensors)
+from .model import MetaLlamaMTPAdapter, check_state_dict, check_tokenizer_vocab, expected_shapes, read_model_dir
+from .model_io import (args_from_hf_config, hf_config_from_args, load_safetensors, meta_to_hf_state_dict,
+                              safetensors_header, save_safetensors)
 
 # %% auto #0
 __all__ = ['write_model_dir', 'convert_meta_checkpoint', 'write_raw_meta_checkpoint', 'ReferenceModel', 'expected_hf_shapes',

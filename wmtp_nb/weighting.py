@@ -17,7 +17,7 @@ from torch import Tensor
 __all__ = ['compute_gae', 'output_states', 'align_states_to_heads', 'critic_targets', 'distributed_sum', 'RunningStats',
            'normalize_advantages', 'normalized_entropy', 'build_weights', 'last_state_value', 'outcome_scale',
            'TDWeights', 'verifiable_weights', 'per_token_ce', 'align_to_heads', 'token_ce_by_target',
-           'reference_ce_for_heads', 'per_token_kl', 'rho1_keep_counts', 'rho1_weights', 'mtp_weighted_loss',
+           'reference_ce_for_heads', 'per_token_kl', 'rho1_keep_counts', 'rho1_weights', 'weight_denominator',
            'value_loss', 'gae_metrics', 'weight_metrics', 'rho1_metrics']
 
 # %% ../nbs/06_weighting.ipynb #560aa277
@@ -484,33 +484,16 @@ def rho1_weights(policy_ce: Tensor,  # [B, S, H]
     return sel.reshape(H, shape[0], shape[1]).permute(1, 2, 0).float()
 
 # %% ../nbs/06_weighting.ipynb #9a865d0e
-def mtp_weighted_loss(per_token_ce: Tensor,    # [B, S, H] per (position, head) CE
-                      weights: Tensor | None,  # [B, S, H] or [B, S]; None = all 1
-                      mask: Tensor,            # [B, S, H] head mask
-                      normalize: str = "tokens") -> Tensor:
-    "Σ w·CE over valid (t, k) pairs divided by the valid count (`tokens`), Σ w (`weights`) or the non-zero count (`selected`)."
-    if per_token_ce.dim() != 3:
-        raise ValueError(f"per_token_ce: expected shape [B, S, H], got {tuple(per_token_ce.shape)}")
-    shape = tuple(per_token_ce.shape)
-    m = _as_mask("mask", mask, shape, "[B, S, H] like per_token_ce")
-    if weights is None:
-        w = torch.ones(shape, dtype=torch.float32, device=per_token_ce.device)
-    elif tuple(weights.shape) == shape[:2]:
-        w = weights.float()[..., None].expand(shape)
-    else:
-        _check_shape("weights", weights, shape, "[B, S, H] or [B, S]")
-        w = weights.float()
-    w = torch.where(m, w.detach(), 0.0)
-    total = (torch.where(m, per_token_ce.float(), 0.0) * w).sum()
-    if normalize == "tokens":
-        denom = m.sum().float().clamp_min(1)
-    elif normalize == "weights":
-        denom = w.sum().clamp_min(1e-8)
-    elif normalize == "selected":
-        denom = (w != 0).sum().float().clamp_min(1)
-    else:
-        raise ValueError(f"mtp_weighted_loss: normalize must be 'tokens', 'weights' or 'selected', got {normalize!r}")
-    return total / denom
+def weight_denominator(weights: Tensor,  # [B, S, H] the weights of the terms
+                       mask: Tensor,     # [B, S, H] valid (t, k) pairs
+                       normalize: str = "tokens") -> Tensor:
+    "The divisor of Σ w·CE (not clamped): valid pairs (`tokens`), Σ w over them (`weights`) or their non-zero weights (`selected`)."
+    m = _as_mask("mask", mask, tuple(weights.shape), "[B, S, H] like weights")
+    w = torch.where(m, weights, 0)
+    if normalize == "tokens": return m.sum().to(w.dtype)
+    if normalize == "weights": return w.sum()
+    if normalize == "selected": return (w != 0).sum().to(w.dtype)
+    raise ValueError(f"weight_denominator: normalize must be 'tokens', 'weights' or 'selected', got {normalize!r}")
 
 # %% ../nbs/06_weighting.ipynb #a8937a8d
 def value_loss(values: Tensor,   # [B, S] current value predictions
