@@ -23,7 +23,8 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vendor.meta_llama.model import ModelArgs, Transformer
 import wmtp_nb.loss as wloss
-from wmtp_nb.loss import fused_linear_cross_entropy, head_cross_entropy
+from wmtp_nb.loss import fused_linear_cross_entropy
+from wmtp_nb.mtp_loss import mtp_loss
 from wmtp_nb.model import MetaLlamaMTPAdapter
 import wmtp_nb.runtime as runtime
 from wmtp_nb.runtime import apply_activation_checkpointing, shard_model
@@ -113,7 +114,7 @@ def loss_bench(dev, N: int, D: int, V: int, liger, iters: int = 5):
     w = torch.rand(N, generator=g).to(dev)
     impls = {"naive (bf16 logits, float CE)": lambda x, W: (F.cross_entropy((x @ W.T).float(), t, reduction="none") * w).sum(),
              "ours (fused, default chunk rows)": lambda x, W: fused_linear_cross_entropy(x, W, t, w)[0],
-             "ours (fused, 2048-row chunks)": lambda x, W: fused_linear_cross_entropy(x, W, t, w, chunk_rows=2048)[0],
+             "ours (fused, 262-row chunks)": lambda x, W: fused_linear_cross_entropy(x, W, t, w, chunk_rows=262)[0],
              "ours (fused, 8192-row chunks)": lambda x, W: fused_linear_cross_entropy(x, W, t, w, chunk_rows=8192)[0]}
     if liger is not None:
         impls["liger fused linear CE"] = lambda x, W: (liger(x, W, t, reduction="none", accum_dtype=torch.float32).float() * w).sum()
@@ -145,23 +146,9 @@ def matmul_flops_per_token(a: ModelArgs, S: int) -> float:
     return 2 * (blocks * block + a.n_future_tokens * a.vocab_size * D) + blocks * attn
 
 
-def mtp_step(adapter, ids, targets, loss: str):
-    "The library's efficient MTP pass: trunk once, each head forward + backward in turn, one backward through the trunk."
-    H = adapter.n_future_tokens
-    n = (targets != -100).sum().clamp_min(1)
-    h = adapter.trunk_states(ids)                                             # [B, S, D]
-    h_d = h.detach().requires_grad_(True)
-    total = 0.0
-    for k in range(H):
-        if loss == "naive":                                                   # logits [B, S, V] materialised
-            logits = adapter.head_forward(h_d, k)
-            l_k = F.cross_entropy(logits.float().flatten(0, 1), targets[..., k].flatten(), ignore_index=-100, reduction="sum")
-        else:                                                                 # fused: no logits
-            l_k, _, _ = head_cross_entropy(adapter.model.output, adapter.head_states(h_d, k), targets[..., k])
-        (l_k / n).backward()
-        total += float(l_k.detach()) / float(n)
-    h.backward(h_d.grad)
-    return total
+def mtp_step(adapter, ids, targets, loss: str) -> float:
+    "The library's training loss (`wmtp_nb.mtp_loss`): trunk once, each head forward + backward in turn, one trunk backward."
+    return float(mtp_loss(adapter, ids, targets, impl=loss).loss)
 
 
 def step_bench(dev, args: ModelArgs, B: int, S: int, ac: bool, loss: str, liger_on: bool, steps: int, warmup: int = 2,
@@ -170,7 +157,7 @@ def step_bench(dev, args: ModelArgs, B: int, S: int, ac: bool, loss: str, liger_
     torch.manual_seed(0)
     saved, saved_rows = wloss._liger_linear_ce, wloss.default_chunk_rows
     if not liger_on: wloss._liger_linear_ce = lambda: None
-    if chunk_rows: wloss.default_chunk_rows = lambda vocab, dtype=None: chunk_rows
+    if chunk_rows: wloss.default_chunk_rows = lambda vocab, dtype=None, device_type=None: chunk_rows
     try:
         with torch.device(dev):
             model = Transformer(args)                                         # float32 master weights
@@ -198,14 +185,14 @@ def step_bench(dev, args: ModelArgs, B: int, S: int, ac: bool, loss: str, liger_
         tok_s = B * S / sec
         flops = 3 * matmul_flops_per_token(args, S) * B * S                    # forward + backward (2×), no recompute
         row = dict(params_b=n_params / 1e9, batch=B, seq=S, activation_checkpointing=ac, loss=loss, liger=liger_on,
-                   chunk_rows=chunk_rows or wloss.default_chunk_rows(args.vocab_size, torch.bfloat16), sec_per_step=sec, optimizer_sec=opt_sec, tokens_per_s=tok_s, tflops=flops / sec / 1e12, mfu=flops / sec / H200_BF16_PEAK,
+                   chunk_rows=chunk_rows or wloss.default_chunk_rows(args.vocab_size, torch.bfloat16, dev.type), sec_per_step=sec, optimizer_sec=opt_sec, tokens_per_s=tok_s, tflops=flops / sec / 1e12, mfu=flops / sec / H200_BF16_PEAK,
                    peak_gib=peak_gib(dev), weights_and_state_gib=weights_gib, first_loss=losses[0], last_loss=losses[-1])
         log(f"  {row['params_b']:.2f}B B={B} S={S} ac={ac!s:5} loss={loss:5} liger={liger_on!s:5} rows={row['chunk_rows']}: {sec:6.3f} s/step (AdamW {opt_sec:.3f})  {tok_s:9.0f} tok/s  "
             f"{row['tflops']:6.1f} TFLOP/s  MFU {row['mfu']:.1%}  peak {row['peak_gib']:6.1f} GiB  loss {losses[0]:.4f}→{losses[-1]:.4f}")
         try:
             from wmtp_nb.memory import memory_plan
             plan = memory_plan(args, B, S, world_size=1, strategy="fsdp", compute_dtype=torch.bfloat16,
-                               activation_checkpointing=ac, loss="naive" if loss == "naive" else "fused",
+                               activation_checkpointing=ac, loss=loss,
                                device_type=dev.type)
             row["plan_gib"] = plan.total / 2**30
             log(f"     memory plan for this setting: {row['plan_gib']:.1f} GiB (measured peak {row['peak_gib']:.1f} GiB)")
@@ -237,7 +224,7 @@ def main():
     p.add_argument("--layers", type=int, default=16, help="n_layers of the 7B shape (32 in 7B_1T_4)")
     p.add_argument("--out", default=os.environ.get("OUT", "runs/bench"))
     p.add_argument("--steps", type=int, default=5)
-    p.add_argument("--steps-only", action="store_true", help="only section 3, with 2048-row chunks beside the default")
+    p.add_argument("--steps-only", action="store_true", help="only section 3, with the CPU's 262-row chunks beside the default")
     p.add_argument("--full", action="store_true", help="also the full 32-layer 7B_1T_4 shape (B=4, S=2048, checkpointing)")
     a = p.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -245,12 +232,12 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = True; torch.backends.cudnn.allow_tf32 = True
     if a.tiny:
         args = ModelArgs(dim=128, n_layers=6, n_heads=4, vocab_size=512, multiple_of=32, norm_eps=1e-5, n_future_tokens=4)
-        ce_shape, loss_shape, runs = (256, 128, 512), (512, 128, 512), [(2, 64, True, "fused"), (2, 64, False, "naive")]
+        ce_shape, loss_shape, runs = (256, 128, 512), (512, 128, 512), [(2, 64, True, "fused"), (2, 64, False, "efficient")]
     else:
         args = ModelArgs(dim=4096, n_layers=a.layers, n_heads=32, vocab_size=32000, multiple_of=256, norm_eps=1e-5,
                          n_future_tokens=4, rope_theta=10000.0)
         ce_shape, loss_shape = (4096, 4096, 32000), (8 * 2048, 4096, 32000)
-        runs = [(4, 2048, True, "fused"), (4, 2048, False, "fused"), (8, 2048, True, "fused"), (4, 2048, True, "naive")]
+        runs = [(4, 2048, True, "fused"), (4, 2048, False, "fused"), (8, 2048, True, "fused"), (4, 2048, True, "efficient")]
     liger = wloss._liger_linear_ce()
     env = dict(torch=torch.__version__, device=torch.cuda.get_device_name() if dev.type == "cuda" else "cpu",
                liger=None if liger is None else __import__("importlib.metadata").metadata.version("liger-kernel"),
@@ -258,7 +245,7 @@ def main():
     log(json.dumps(env))
     RESULTS["env"] = env
     if a.steps_only:
-        runs = [(4, 2048, True, "fused"), (4, 2048, True, "fused", 2048), (8, 2048, True, "fused", 2048)]
+        runs = [(4, 2048, True, "fused", 262), (4, 2048, True, "fused"), (8, 2048, True, "fused")]
     if dev.type == "cuda" and not a.steps_only:
         section("bf16 GEMM roofline (8192^3)", lambda: {"tflops": gemm_roofline(dev, 8192) / 1e12})
         log(f"  {RESULTS['bf16 GEMM roofline (8192^3)']}")
