@@ -34,7 +34,9 @@ from wmtp_nb.files import read_jsonl, storage_dir
 from wmtp_nb.model import MetaLlamaMTPAdapter, ValueHead
 from wmtp_nb.synthetic import bug_token_positions
 from wmtp_nb.tokenizer import load_tokenizer
-from wmtp_nb.train import CriticStage, DistInfo, batch_counts, make_optimizer
+from wmtp_nb.optim import make_optimizer
+from wmtp_nb.runtime import DistInfo
+from wmtp_nb.stages import CriticStage, batch_counts
 from wmtp_nb.weighting import output_states
 
 

@@ -15,7 +15,9 @@ sys.path.insert(0, str(ROOT / "tests"))
 from _step_grads import collate, records, tiny_adapter  # noqa: E402
 
 from wmtp_nb.config import Config  # noqa: E402
-from wmtp_nb.train import CriticStage, DistInfo, batch_counts, make_optimizer  # noqa: E402
+from wmtp_nb.optim import make_optimizer  # noqa: E402
+from wmtp_nb.runtime import DistInfo  # noqa: E402
+from wmtp_nb.stages import CriticStage, batch_counts  # noqa: E402
 from wmtp_nb.weighting import output_states  # noqa: E402
 
 
