@@ -80,9 +80,7 @@ def main(out: str, micro: int) -> None:
         grads[stage] = {n: p.grad.clone() for n, p in ad.named_parameters() if p.grad is not None}
     if info.rank == 0:
         torch.save(grads, out)
-    if info.distributed:   # nobody leaves first: a rank that exits while its peer still holds the gloo pair can abort it
-        torch.distributed.barrier()
-    shutdown_distributed()
+    shutdown_distributed(wait_for_peers=True)   # nobody leaves first (a rank exiting early can abort its gloo peer)
 
 
 if __name__ == "__main__":

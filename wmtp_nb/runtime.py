@@ -72,9 +72,13 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800) -> DistInfo:
                                     **({"device_id": dev} if dev.type == "cuda" else {}))
     return DistInfo(rank, world, local, dev, backend)
 
-def shutdown_distributed() -> None:
-    "Destroy the process group if one was started."
-    if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
+def shutdown_distributed(wait_for_peers: bool = False) -> None:
+    "Destroy the process group if one was started; `wait_for_peers` (a clean finish): a barrier first."
+    if not (dist.is_available() and dist.is_initialized()): return
+    # a rank that leaves while a peer still holds their gloo pair can abort that peer in its teardown ("terminate
+    # called without an active exception"); after a failure no barrier: the peers may be stuck in another collective
+    if wait_for_peers and dist.get_world_size() > 1: dist.barrier()
+    dist.destroy_process_group()
 
 # %% ../nbs/11_runtime.ipynb #4d2f1325
 def cpu_has_bf16_matmul() -> bool:

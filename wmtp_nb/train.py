@@ -319,5 +319,7 @@ def main(config: Param("recipe YAML (configs/<stage>.yaml)", str) = "configs/bas
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))   # like Ctrl-C: status "killed", lock released
     try: train(cfg, preset)
     except RunLockedError as e:
-        print(f"error: {e}", file=sys.stderr); sys.exit(3)
-    finally: shutdown_distributed()
+        shutdown_distributed(); print(f"error: {e}", file=sys.stderr); sys.exit(3)
+    except BaseException:
+        shutdown_distributed(); raise
+    shutdown_distributed(wait_for_peers=True)       # a clean finish: nobody leaves while a peer still tears down
