@@ -141,7 +141,7 @@ def matmul_flops_per_token(a: ModelArgs, S: int) -> float:
     D, F_ = a.dim, ffn_hidden_dim(a.dim, a.multiple_of, a.ffn_dim_multiplier)
     kv = (a.n_kv_heads or a.n_heads) * (D // a.n_heads)
     block = D * D * 2 + 2 * D * kv + 3 * D * F_
-    blocks = a.n_layers - a.n_future_tokens + 1 - 1 + a.n_future_tokens      # trunk + one block per head
+    blocks = a.n_layers                  # trunk (n_layers - n_future_tokens) + one block per head = n_layers
     attn = 2 * 2 * S * D / 2                                                  # QK^T and AV, causal half, per block
     return 2 * (blocks * block + a.n_future_tokens * a.vocab_size * D) + blocks * attn
 
@@ -244,7 +244,7 @@ def main():
                model=args.to_params())
     log(json.dumps(env))
     RESULTS["env"] = env
-    if a.steps_only:
+    if a.steps_only and not a.tiny:
         runs = [(4, 2048, True, "fused", 262), (4, 2048, True, "fused"), (8, 2048, True, "fused")]
     if dev.type == "cuda" and not a.steps_only:
         section("bf16 GEMM roofline (8192^3)", lambda: {"tflops": gemm_roofline(dev, 8192) / 1e12})
