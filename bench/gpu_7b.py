@@ -163,7 +163,7 @@ def step_bench(dev, args: ModelArgs, B: int, S: int, ac: bool, loss: str, liger_
             model = Transformer(args)                                         # float32 master weights
         adapter = MetaLlamaMTPAdapter(model)
         n_params = sum(p.numel() for p in adapter.parameters())
-        if ac: apply_activation_checkpointing(adapter)
+        if ac: apply_activation_checkpointing(adapter, heads=loss == "naive")   # as train.py
         if torch.distributed.is_initialized():                                # the 7B default: FSDP2, bf16 compute
             runtime._active = lambda: True                                    # shard_model refuses world 1; here it only casts
             shard_model(adapter, torch.bfloat16)

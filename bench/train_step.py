@@ -9,7 +9,10 @@ Modes (loss implementation, optimiser, dtype):
   naive-fp32            all heads' logits [B, S, H, V] at once (`mtp_loss(impl="naive")`), torch's default AdamW   (reference)
   efficient-fp32        main before issue 16: one head's logits at a time, torch's default AdamW           (before)
   fused-fp32            `training.mtp_loss: fused` (wmtp_nb.loss), fused AdamW                              (after)
-  fused-ckpt-fp32       the same with `runtime.activation_checkpointing: true` (the default config's setting)
+  fused-ckpt-fp32       the same with `runtime.activation_checkpointing: true` (the default config's setting): the
+                        trunk blocks recomputed in the backward (their activations live through every head's pass)
+  fused-ckptall-fp32    the same with every block recomputed, the head blocks too (the policy before: no memory
+                        gained over fused-ckpt, since one head block is alive at a time, for more recompute)
   fused-recompute-fp32  the same through the weights-after-CE path (the backward recomputes the logits): the
                         measured reason why known weights take the gradients-in-forward path in float32 (not default)
   fused-bf16            fused + `runtime.dtype: bfloat16` (CPU autocast; AMX here)                          (after)
@@ -32,9 +35,9 @@ import argparse, contextlib, json, os, resource, subprocess, sys, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ["naive-fp32", "efficient-fp32", "fused-fp32", "fused-ckpt-fp32", "fused-recompute-fp32", "fused-bf16",
+MODES = ["naive-fp32", "efficient-fp32", "fused-fp32", "fused-ckpt-fp32", "fused-ckptall-fp32", "fused-recompute-fp32", "fused-bf16",
          "rho1-efficient-fp32", "rho1-fused-fp32", "rho1-fused-bf16"]
-DEFAULT_MODES = [m for m in MODES if m != "fused-recompute-fp32"]
+DEFAULT_MODES = [m for m in MODES if m not in ("fused-recompute-fp32", "fused-ckptall-fp32")]
 
 
 def rss_mb() -> float:
@@ -68,8 +71,8 @@ def gemm_roofline_s(a, dtype) -> tuple[float, float]:
     return flops / 1e9, secs
 
 
-def setup(a, ckpt: bool = False):
-    "The micro model (activation checkpointing per block when `ckpt`), one batch with targets for every head (a prompt"
+def setup(a, ckpt: str = ""):
+    "The micro model (activation checkpointing of the trunk blocks when `ckpt` is 'trunk', of every block when 'all'), one batch with targets for every head (a prompt"
     " quarter without targets), a cached reference CE."
     import torch
     from vendor.meta_llama.model import ModelArgs, Transformer
@@ -81,7 +84,7 @@ def setup(a, ckpt: bool = False):
     args = ModelArgs.from_params(dict(dim=a.dim, n_layers=a.trunk + a.heads, n_heads=a.n_heads, vocab_size=a.vocab,
                                       multiple_of=256, norm_eps=1e-5, n_future_tokens=a.heads))
     ad = MetaLlamaMTPAdapter(Transformer(args).init_weights(seed=0))
-    if ckpt: apply_activation_checkpointing(ad)
+    if ckpt: apply_activation_checkpointing(ad, heads=ckpt == "all")
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(3, a.vocab, (a.batch, a.seq), generator=g)
     labels = ids.clone(); labels[:, : a.seq // 4] = -100
@@ -124,7 +127,7 @@ def run_mode(mode: str, a) -> dict:
     " peak RSS, then the GEMM rates of the step's shapes in the mode's dtype (after the peak is read)."
     import torch
     load = os.getloadavg()[0]
-    ad, ids, tg, ref = setup(a, ckpt="-ckpt-" in mode)
+    ad, ids, tg, ref = setup(a, ckpt="trunk" if "-ckpt-" in mode else "all" if "-ckptall-" in mode else "")
     step = make_step(mode, ad, ids, tg, ref, {})
     before = rss_mb()
     first = step()
@@ -180,7 +183,8 @@ def report(res: dict[str, dict], modes: list[str], title: str) -> None:
         t = lambda x, y: res[x][key] / res[y][key] if x in res and y in res else float("nan")
         print(f"ratios by {what} (best of the steps):")
         print(f"  fused-fp32 / naive-fp32: time {t('fused-fp32', 'naive-fp32'):.2f}x (target <= 0.6); "
-              f"fused-ckpt-fp32 {t('fused-ckpt-fp32', 'naive-fp32'):.2f}x")
+              f"fused-ckpt-fp32 {t('fused-ckpt-fp32', 'naive-fp32'):.2f}x, every block recomputed "
+              f"{t('fused-ckptall-fp32', 'naive-fp32'):.2f}x")
         print(f"  fused-bf16 / naive-fp32: time {t('fused-bf16', 'naive-fp32'):.2f}x (target <= 0.3)")
         print(f"  rho1-fused / fused, same dtype: fp32 {t('rho1-fused-fp32', 'fused-fp32'):.2f}x, "
               f"bf16 {t('rho1-fused-bf16', 'fused-bf16'):.2f}x (target <= 1.1)")
@@ -193,7 +197,8 @@ def report(res: dict[str, dict], modes: list[str], title: str) -> None:
     m = lambda x, y, f: f(res[x]) / f(res[y]) if x in res and y in res else float("nan")
     peak, rise = (lambda r: r["peak_rss_mb"]), (lambda r: r["peak_rss_mb"] - r["rss_before_mb"])
     print(f"memory (peak RSS of a fresh process, median over rounds): fused-fp32 / naive-fp32 {m('fused-fp32', 'naive-fp32', peak):.2f}x "
-          f"(target <= 0.3), with activation checkpointing {m('fused-ckpt-fp32', 'naive-fp32', peak):.2f}x; "
+          f"(target <= 0.3), with activation checkpointing of the trunk {m('fused-ckpt-fp32', 'naive-fp32', peak):.2f}x, "
+          f"of every block {m('fused-ckptall-fp32', 'naive-fp32', peak):.2f}x; "
           f"rise above the pre-step RSS {m('fused-fp32', 'naive-fp32', rise):.2f}x, with checkpointing "
           f"{m('fused-ckpt-fp32', 'naive-fp32', rise):.2f}x; fused-fp32 / efficient-fp32 (before) peak "
           f"{m('fused-fp32', 'efficient-fp32', peak):.2f}x")

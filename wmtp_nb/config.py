@@ -201,7 +201,7 @@ class RuntimeConfig(_Section):
     seed: int = Field(42, ge=0)  # each rank uses seed + rank
     strategy: Literal["ddp", "fsdp"] = "fsdp"  # fsdp: params, grads and AdamW state sharded (one process: unsharded)
     tf32: bool = True
-    activation_checkpointing: bool = True  # recompute each block in backward (the 7B needs it at batch 4 × 2048)
+    activation_checkpointing: bool = True  # recompute the trunk blocks in backward (every block with the naive loss); the 7B needs it at 4 × 2048
     num_threads: Optional[int] = Field(None, ge=1)
     memory_check: bool = True  # CUDA: refuse to start when the memory plan exceeds the device's free memory
 

@@ -219,10 +219,12 @@ def transformer_blocks(adapter: nn.Module) -> list[nn.Module]:
     if not blocks: raise ValueError(f"{type(adapter).__name__} has no model.layers / model.extra_heads to wrap")
     return blocks
 
-def apply_activation_checkpointing(adapter: nn.Module) -> int:
-    "Recompute each transformer block's activations in backward (non-reentrant checkpointing); returns the count."
+def apply_activation_checkpointing(adapter: nn.Module, heads: bool = False) -> int:
+    "Recompute the trunk blocks' activations in backward (non-reentrant checkpointing), the head blocks' too with `heads`; returns the count."
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing as _apply, checkpoint_wrapper
-    blocks = set(map(id, transformer_blocks(adapter)))
+    model = getattr(adapter, "model", adapter)
+    trunk = list(getattr(model, "layers", []))[:-1]                            # layers[-1] is head 0
+    blocks = set(map(id, transformer_blocks(adapter) if heads else trunk))
     _apply(adapter, checkpoint_wrapper_fn=checkpoint_wrapper, check_fn=lambda m: id(m) in blocks)
     return len(blocks)
 

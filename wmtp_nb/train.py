@@ -224,7 +224,8 @@ def _train(cfg: Config, info: DistInfo, run_dir: Path, out: RunOutcome) -> None:
     if cfg.experiment.stage == "rho1": stage = build_rho1(cfg, adapter, data, info, total * t.grad_accum, vset)
     else: stage = STAGES[cfg.experiment.stage](cfg, adapter, info)
     params = stage.trainable()
-    if cfg.runtime.activation_checkpointing: apply_activation_checkpointing(adapter)
+    if cfg.runtime.activation_checkpointing:                                   # the trunk; every head too when all heads coexist
+        apply_activation_checkpointing(adapter, heads=cfg.training.mtp_loss == "naive")
     fsdp = cfg.runtime.strategy == "fsdp" and info.distributed
     if cfg.runtime.strategy == "fsdp" and not fsdp and info.is_main:
         print("runtime.strategy=fsdp with one process: nothing to shard, training unsharded", flush=True)
