@@ -1,9 +1,10 @@
 """The critic stage can fit what it is shown (issue 14's critic diagnosis, `bench/critic_probe.py` at full size).
 
-On the synthetic benchmark the stage-1 critic stays near chance on validation. This pins down that it is not the
-wiring: the real `CriticStage` with its optimiser and schedule (`make_optimizer`) fits 8 sequences (the value head is
-in the optimiser with a non-zero learning rate, its values carry a gradient from h_j, the targets follow the outcome),
-and only the value head moves (the trunk stays frozen).
+On the synthetic benchmark a linear stage-1 critic stayed near chance on validation. This pins down that it is not
+the wiring: the real `CriticStage` with its optimiser and schedule (`make_optimizer`) fits 8 sequences (the value head
+is in the optimiser with a non-zero learning rate, its values carry a gradient from h_j, the targets follow the
+outcome), and only the value head moves (the trunk stays frozen). The `surprise` head the benchmark now uses (it reads
+the policy's surprise at the tokens so far; `bench/critic_probe.py --heads`) goes through the same stage.
 """
 import sys
 from pathlib import Path
