@@ -22,7 +22,8 @@ Valid split only (never test). Every figure is printed; nothing is asserted. Fou
 5. `--heads`: each `ValueHead` kind trained like the critic stage (frozen trunk, AdamW lr 3e-3, batches of 16 training
    records, target the outcome at every output state) for each of `--head-steps`, graded on valid: last-state
    accuracy and AUROC, explained variance over the output states, and the bug-token credit of its TD weights at
-   λ = 0.95 (the default), 0.5 and 0. This chose `surprise` for configs/synthetic-critic.yaml (issue 14).
+   λ = 0.95 (the default), 0.5 and 0 (`--head-target lambda_return --head-lam 0`: TD(0) targets instead of the
+   outcome). This chose `surprise` for configs/synthetic-critic.yaml (issue 14).
 """
 import argparse, random, sys, time
 from pathlib import Path
@@ -42,7 +43,7 @@ from wmtp_nb.tokenizer import load_tokenizer
 from wmtp_nb.optim import make_optimizer
 from wmtp_nb.runtime import DistInfo
 from wmtp_nb.stages import CriticStage, batch_counts
-from wmtp_nb.weighting import output_states
+from wmtp_nb.weighting import critic_targets, output_states
 
 
 def take(data: Path, split: str, n: int) -> list[dict]:
@@ -131,7 +132,8 @@ def overfit_check(base: Path, data: Path, steps: int = 300) -> None:
                   f"explained variance {m['value/explained_variance']:+.3f}")
 
 
-def head_comparison(base: Path, data: Path, kinds: list[str], steps_list: list[int], bb: list[dict]) -> None:
+def head_comparison(base: Path, data: Path, kinds: list[str], steps_list: list[int], bb: list[dict],
+                    target: str = "return", lam: float = 0.95) -> None:
     "Train each value-head kind like the critic stage (frozen trunk) on training records; grade on valid (5.)."
     ad = MetaLlamaMTPAdapter.from_pretrained(base, device="cpu", dtype=torch.float32, initialize_value_head=False).eval()
     coll = MTPCollator(load_tokenizer(ad.tokenizer_path), max_length=160)
@@ -146,7 +148,8 @@ def head_comparison(base: Path, data: Path, kinds: list[str], steps_list: list[i
                 out.append((b, ad.trunk_states(b["input_ids"]), tm))
             return out
         vab = pre(va)
-    print(f"5. value-head kinds trained like the critic stage ({len(tr)} training records, batches of 16, AdamW 3e-3), "
+    print(f"5. value-head kinds trained like the critic stage ({len(tr)} training records, batches of 16, AdamW 3e-3, "
+          f"target {target}{f' λ={lam}' if target == 'lambda_return' else ''}), "
           f"graded on {len(va)} valid records and {sum(len(b['bug_pos']) for b in bb)} valid mutants (head 0):")
     for kind in kinds:
         for steps in steps_list:
@@ -158,7 +161,8 @@ def head_comparison(base: Path, data: Path, kinds: list[str], steps_list: list[i
                 b = coll(g.sample(tr, 16)); tm = b["labels"] != -100; st = output_states(tm)
                 with torch.no_grad(): h = ad.trunk_states(b["input_ids"])
                 v = ad.value_forward(h, b["input_ids"], tm)
-                loss = torch.where(st, (v - b["is_correct"].float()[:, None]) ** 2, 0.0).sum() / st.sum()
+                tg = critic_targets(v, b["is_correct"].float(), st, 1.0, lam, target)   # the critic stage's targets
+                loss = torch.where(st, (v - tg) ** 2, 0.0).sum() / st.sum()
                 opt.zero_grad(); loss.backward(); opt.step()
             with torch.no_grad():
                 vl, y, e, gg = [], [], [], []
@@ -187,6 +191,8 @@ def main() -> int:
     ap.add_argument("--trunk-steps", type=int, default=0, help="also train a critic whose trunk trains, for N steps")
     ap.add_argument("--heads", default=None, help="only 5.: compare these value-head kinds (comma-separated)")
     ap.add_argument("--head-steps", default="100,300", help="5.: training steps per kind (comma-separated)")
+    ap.add_argument("--head-target", default="return", choices=("return", "lambda_return"), help="5.: the critic's target")
+    ap.add_argument("--head-lam", type=float, default=0.95, help="5.: λ of the lambda_return target (0: TD(0))")
     args = ap.parse_args()
     torch.manual_seed(0)
     data, base = storage_dir() / "datasets_v2" / "synthetic-verifiable" / "processed", Path(args.base)
@@ -194,7 +200,8 @@ def main() -> int:
     if args.heads:
         tok = load_tokenizer(MetaLlamaMTPAdapter.from_pretrained(base, device="cpu", initialize_value_head=False).tokenizer_path)
         bb = bug_batches(tok, [r for r in read_jsonl(data / "valid.jsonl") if not r["is_correct"]], batch_size=32, max_length=160)
-        head_comparison(base, data, args.heads.split(","), [int(x) for x in args.head_steps.split(",")], bb)
+        head_comparison(base, data, args.heads.split(","), [int(x) for x in args.head_steps.split(",")], bb,
+                        args.head_target, args.head_lam)
         print(f"({time.time() - t0:.0f} s)")
         return 0
     overfit_check(base, data)
