@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/critic_probe.py [--base runs/synth-pretrain/base] [--critic runs/synth-critic-s0/best]
                                            [--n-train 300] [--n-valid 150] [--trunk-steps 0]
+                                           [--heads linear,mlp,surprise --head-steps 100,300]
 
 Valid split only (never test). Every figure is printed; nothing is asserted. Four checks:
 1. **Wiring**: the real `CriticStage` (the demo's preset, bf16 autocast where the CPU has it, its AdamW + schedule)
@@ -18,6 +19,11 @@ Valid split only (never test). Every figure is printed; nothing is asserted. Fou
    bug token is in its sequence's lowest decile (chance about 0.1), with the default weighting (γ = 1, λ = 0.95) and λ = 0.
 4. `--critic`: the same grades for a trained critic checkpoint; `--trunk-steps N`: a critic whose trunk trains too
    (N steps of 16, AdamW 1e-3), to tell a frozen-trunk limit from a data limit.
+5. `--heads`: each `ValueHead` kind trained like the critic stage (frozen trunk, AdamW lr 3e-3, batches of 16 training
+   records, target the outcome at every output state) for each of `--head-steps`, graded on valid: last-state
+   accuracy and AUROC, explained variance over the output states, and the bug-token credit of its TD weights at
+   λ = 0.95 (the default), 0.5 and 0 (`--head-target lambda_return --head-lam 0`: TD(0) targets instead of the
+   outcome). This chose `surprise` for configs/synthetic-critic.yaml (issue 14).
 """
 import argparse, random, sys, time
 from pathlib import Path
@@ -37,7 +43,7 @@ from wmtp_nb.tokenizer import load_tokenizer
 from wmtp_nb.optim import make_optimizer
 from wmtp_nb.runtime import DistInfo
 from wmtp_nb.stages import CriticStage, batch_counts
-from wmtp_nb.weighting import output_states
+from wmtp_nb.weighting import critic_targets, output_states
 
 
 def take(data: Path, split: str, n: int) -> list[dict]:
@@ -126,6 +132,56 @@ def overfit_check(base: Path, data: Path, steps: int = 300) -> None:
                   f"explained variance {m['value/explained_variance']:+.3f}")
 
 
+def head_comparison(base: Path, data: Path, kinds: list[str], steps_list: list[int], bb: list[dict],
+                    target: str = "return", lam: float = 0.95) -> None:
+    "Train each value-head kind like the critic stage (frozen trunk) on training records; grade on valid (5.)."
+    ad = MetaLlamaMTPAdapter.from_pretrained(base, device="cpu", dtype=torch.float32, initialize_value_head=False).eval()
+    coll = MTPCollator(load_tokenizer(ad.tokenizer_path), max_length=160)
+    tr = read_jsonl(data / "train.jsonl"); random.Random(0).shuffle(tr)
+    tr = [r for r in tr if r["is_correct"]][:1200] + [r for r in tr if not r["is_correct"]][:1200]
+    va = take(data, "valid", 200)
+    with torch.no_grad():
+        def pre(recs):                                                           # trunk output and value inputs, once
+            out = []
+            for i in range(0, len(recs), 32):
+                b = coll(recs[i:i + 32]); tm = b["labels"] != -100
+                out.append((b, ad.trunk_states(b["input_ids"]), tm))
+            return out
+        vab = pre(va)
+    print(f"5. value-head kinds trained like the critic stage ({len(tr)} training records, batches of 16, AdamW 3e-3, "
+          f"target {target}{f' λ={lam}' if target == 'lambda_return' else ''}), "
+          f"graded on {len(va)} valid records and {sum(len(b['bug_pos']) for b in bb)} valid mutants (head 0):")
+    for kind in kinds:
+        for steps in steps_list:
+            torch.manual_seed(0)
+            ad.value_head = ValueHead(ad.dim, kind, seed=0)
+            opt = torch.optim.AdamW(ad.value_head.parameters(), lr=3e-3, weight_decay=0.0)
+            g = random.Random(0)
+            for s in range(steps):
+                b = coll(g.sample(tr, 16)); tm = b["labels"] != -100; st = output_states(tm)
+                with torch.no_grad(): h = ad.trunk_states(b["input_ids"])
+                v = ad.value_forward(h, b["input_ids"], tm)
+                tg = critic_targets(v, b["is_correct"].float(), st, 1.0, lam, target)   # the critic stage's targets
+                loss = torch.where(st, (v - tg) ** 2, 0.0).sum() / st.sum()
+                opt.zero_grad(); loss.backward(); opt.step()
+            with torch.no_grad():
+                vl, y, e, gg = [], [], [], []
+                for b, h, tm in vab:
+                    v, st = ad.value_forward(h, b["input_ids"], tm), output_states(tm)
+                    idx = st.long().cumsum(1).argmax(1)                          # the last output state
+                    vl.append(v[torch.arange(len(v)), idx]); y.append(b["is_correct"].float())
+                    tgt = b["is_correct"].float()[:, None].expand_as(v)
+                    e.append((tgt - v)[st]); gg.append(tgt[st])
+                vl, y, e, gg = torch.cat(vl), torch.cat(y), torch.cat(e), torch.cat(gg)
+                acc = ((vl > 0.5).float() == y).float().mean().item()
+                ev = 1 - e.var(unbiased=False).item() / gg.var(unbiased=False).item()
+            head = ad.value_head
+            print(f"  {kind:8s} {steps:5d} steps: valid last-state accuracy {acc:.3f}, AUROC "
+                  f"{auroc(vl[y == 1].numpy(), vl[y == 0].numpy()):.3f}, explained variance {ev:+.3f}\n"
+                  f"      bug token, λ=0.95: {credit(ad, head, bb)}; λ=0.5: {credit(ad, head, bb, lam=0.5)}; "
+                  f"λ=0: {credit(ad, head, bb, lam=0.0)}", flush=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--base", default=str(ROOT / "runs" / "synth-pretrain" / "base"))
@@ -133,10 +189,21 @@ def main() -> int:
     ap.add_argument("--n-train", type=int, default=300, help="correct and mutant training records each, for the probes")
     ap.add_argument("--n-valid", type=int, default=150)
     ap.add_argument("--trunk-steps", type=int, default=0, help="also train a critic whose trunk trains, for N steps")
+    ap.add_argument("--heads", default=None, help="only 5.: compare these value-head kinds (comma-separated)")
+    ap.add_argument("--head-steps", default="100,300", help="5.: training steps per kind (comma-separated)")
+    ap.add_argument("--head-target", default="return", choices=("return", "lambda_return"), help="5.: the critic's target")
+    ap.add_argument("--head-lam", type=float, default=0.95, help="5.: λ of the lambda_return target (0: TD(0))")
     args = ap.parse_args()
     torch.manual_seed(0)
     data, base = storage_dir() / "datasets_v2" / "synthetic-verifiable" / "processed", Path(args.base)
     t0 = time.time()
+    if args.heads:
+        tok = load_tokenizer(MetaLlamaMTPAdapter.from_pretrained(base, device="cpu", initialize_value_head=False).tokenizer_path)
+        bb = bug_batches(tok, [r for r in read_jsonl(data / "valid.jsonl") if not r["is_correct"]], batch_size=32, max_length=160)
+        head_comparison(base, data, args.heads.split(","), [int(x) for x in args.head_steps.split(",")], bb,
+                        args.head_target, args.head_lam)
+        print(f"({time.time() - t0:.0f} s)")
+        return 0
     overfit_check(base, data)
     ad = MetaLlamaMTPAdapter.from_pretrained(base, device="cpu", dtype=torch.float32, initialize_value_head=True).eval()
     tok = load_tokenizer(ad.tokenizer_path)

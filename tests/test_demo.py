@@ -68,7 +68,10 @@ def test_report_content(demo):
     md = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--markdown", str(tmp / "runs" / "analysis" / "synthetic_report.json")],
                         capture_output=True, text=True)
     assert md.returncode == 0 and "| Verifiable-Critic WMTP (correct + incorrect) | 1 |" in md.stdout, md.stdout + md.stderr
-    assert md.stdout.count("\n| ") == len(exps) + 3 + len(methods) + 2, md.stdout        # every row of the three tables
+    assert [c["run"] for c in rep["critic"]] == ["synth-critic-s0"]                          # the critic's valid figures
+    assert 0 <= rep["critic"][0]["valid_value_accuracy"] <= 1 and "valid_explained_variance" in rep["critic"][0]
+    n_rows = len(exps) + (1 + 3) + (1 + len(methods)) + (1 + len(rep["critic"]))          # rows; headers after the first table
+    assert md.stdout.count("\n| ") == n_rows, md.stdout                                   # every row of the four tables
     # the credit figures are logged to the runs' MLflow runs
     from mlflow import MlflowClient
     client = MlflowClient(f"sqlite:///{tmp / 'runs' / 'mlflow.db'}")

@@ -119,7 +119,18 @@ def report(runs: Path) -> dict:
     "The benchmark's figures from the analysis notebooks' JSON outputs (no times, paths or ids)."
     a = runs / "analysis"
     return {"benchmark": BENCHMARK, "passk": json.loads((a / f"passk_{BENCHMARK}.json").read_text()),
-            "credit": json.loads((a / "credit.json").read_text())}
+            "credit": json.loads((a / "credit.json").read_text()), "critic": critic_report(runs)}
+
+
+def critic_report(runs: Path) -> list[dict]:
+    "Each stage-1 critic's validation at its last step (valid split): value accuracy at the last state, explained variance."
+    out = []
+    for d in sorted(runs.glob(f"{PREFIX}-critic-s*")):
+        if not d.is_dir(): continue
+        f = json.loads((d / "final_metrics.json").read_text())
+        out.append({"run": d.name, "step": f.get("step"), "valid_value_accuracy": f.get("valid/value_accuracy"),
+                    "valid_explained_variance": f.get("valid/explained_variance"), "valid_value_loss": f.get("valid/value_loss")})
+    return out
 
 
 def print_report(rep: dict) -> None:
@@ -133,6 +144,9 @@ def print_report(rep: dict) -> None:
     for d in p["vs_baseline"]:
         print(f"  {d['label']:42s} {d['k']}: {100 * d['diff']:+5.1f} points vs baseline, 95% CI "
               f"[{100 * d['ci95'][0]:+.1f}, {100 * d['ci95'][1]:+.1f}]")
+    for r in rep.get("critic", []):
+        print(f"  {r['run']}: valid value accuracy {r['valid_value_accuracy']:.3f}, explained variance "
+              f"{r['valid_explained_variance']:+.3f}, value loss {r['valid_value_loss']:.4f} (step {r['step']})")
     c = rep["credit"]
     print(f"\nbug-token credit on {c['n_mutants']} held-out mutants ({c['split']}), per head h0..h3: AUROC of 'is the bug token' / "
           f"mean within-sequence percentile of the bug token / share in the extreme decile (chance ~0.1); mean over seeds")
@@ -160,6 +174,11 @@ def markdown_report(rep: dict) -> str:
     for m in c["methods"]:
         lines.append(f"| {m['label']} ({m['bug_like']}) | " + " | ".join(
             f"{m['heads'][h]['auroc']:.2f} / {m['heads'][h]['mean_percentile']:.2f} / {m['heads'][h]['extreme_decile']:.2f}" for h in heads) + " |")
+    if rep.get("critic"):
+        lines += ["", "| stage-1 critic (valid split, last step) | value accuracy (last state) | explained variance | value loss |",
+                  "|---|---|---|---|"]
+        lines += [f"| {r['run']} | {r['valid_value_accuracy']:.3f} | {r['valid_explained_variance']:+.3f} | {r['valid_value_loss']:.4f} |"
+                  for r in rep["critic"]]
     return "\n".join(lines)
 
 

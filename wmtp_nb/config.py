@@ -84,7 +84,7 @@ class ModelsConfig(_Section):
     "Policy, reference and value head; a model is a name under `storage/models_v2/`, a ref_tuning run's name, or a path."
     policy: str = "meta-llama-mtp"
     reference: Optional[str] = "ref-sheared-llama-2.7b"
-    value_head: Literal["linear", "mlp"] = "linear"
+    value_head: Literal["linear", "mlp", "surprise"] = "linear"  # surprise: + a causal max of the policy's surprise (nbs/02_model)
     init_from: Optional[str] = None  # a checkpoint dir or a run name (its best/); verifiable starts from the critic's
     lora: Optional[LoraConfig] = None  # None: full fine-tuning; else LoRA for every stage but the critic (trunk frozen)
 

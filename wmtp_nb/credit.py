@@ -117,7 +117,8 @@ def verifiable_token_scores(adapter: nn.Module, batch: Mapping, weighting: Mappi
          "entropy_floor": 0.01, "mode": "softmax", "sequence_weight": "mean1", "reward_correct": 1.0,
          "reward_incorrect": 0.0, **dict(weighting or {})}
     H = adapter.n_future_tokens
-    values = adapter.value_forward(adapter.trunk_states(batch["input_ids"])).float()      # [B, S]: V_j from h_j
+    values = adapter.value_forward(adapter.trunk_states(batch["input_ids"]), batch["input_ids"],
+                                   batch["labels"] != -100).float()                       # [B, S]: V_j from h_j (and states <= j)
     c = batch["is_correct"].float()
     rewards = c * w["reward_correct"] + (1 - c) * w["reward_incorrect"]                  # [B]
     tdw = verifiable_weights(values, rewards, batch["labels"] != -100, H, w["gamma"], w["lam"], w["normalize"],

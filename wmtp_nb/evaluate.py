@@ -633,7 +633,7 @@ def critic_weight_samples(adapter: torch.nn.Module, batches: Iterable[dict], wei
     out: dict[str, list] = {"td_error": [], "advantage": [], "weight": [], "value": []}
     for b in batches:
         h = adapter.trunk_states(b["input_ids"], b["attention_mask"])
-        values = adapter.value_forward(h).float()  # [B, S]: V_j from h_j
+        values = adapter.value_forward(h, b["input_ids"], b["labels"] != -100).float()  # [B, S]: V_j from h_j (and states <= j)
         rewards = torch.where(b["is_correct"].bool(), w.reward_correct, w.reward_incorrect).float()  # [B]
         # as VerifiableStage._weights: steps are the output states (SPEC §6), one weight per emitted token; `stats`
         # (the run's running statistics) are read, never updated; without them each batch is normalised by its own moments

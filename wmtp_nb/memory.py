@@ -225,7 +225,8 @@ def plan_for_config(cfg: Config, world_size: int = 1, device_type: str = "cuda")
     vh = 0
     if stage in ("critic", "verifiable"):
         D = args.dim
-        vh = D + 1 if cfg.models.value_head == "linear" else D * max(D // 4, 16) + 2 * max(D // 4, 16) + 1
+        vh = {"linear": D + 1, "mlp": D * max(D // 4, 16) + 2 * max(D // 4, 16) + 1,
+              "surprise": 16 * (D + 1) + 16 + (D + 1 + 16) + 1}[cfg.models.value_head]   # ValueHead's parameters
     ref_args, ref_bytes = None, 4
     if stage == "rho1" and not cfg.rho1.reference_cache and cfg.models.reference:
         ref_args, ref_bytes = _model_args(cfg, cfg.models.reference, notes)

@@ -23,15 +23,25 @@ __all__ = ['ValueHead', 'ModelDir', 'read_model_dir', 'expected_shapes', 'check_
 
 # %% ../nbs/02_model.ipynb #d7aa5048
 class ValueHead(nn.Module):
-    "V(norm(h)): `linear` (zero-initialised) or `mlp` (Linear → SiLU → zero-initialised Linear)."
+    "V(norm(h)): `linear` (zero-initialised), `mlp` (Linear → SiLU → zero-initialised Linear) or `surprise` (+ a causal running max of the policy's surprise; see above)."
+    KINDS = ("linear", "mlp", "surprise")
     def __init__(self, dim: int, kind: str = "linear", hidden: int | None = None, seed: int = 0):
         super().__init__()
-        if kind not in ("linear", "mlp"):
-            raise ValueError(f"value_head must be 'linear' or 'mlp', got {kind!r}")
-        self.kind, self.dim = kind, dim
-        self.hidden = hidden or max(dim // 4, 16)
+        if kind not in self.KINDS:
+            raise ValueError(f"value_head must be 'linear', 'mlp' or 'surprise', got {kind!r}")
+        self.kind, self.dim, self.reads_tokens = kind, dim, kind == "surprise"
+        self.hidden = hidden or (16 if kind == "surprise" else max(dim // 4, 16))
         if kind == "linear":
             self.net = nn.Linear(dim, 1)
+            last = self.net
+        elif kind == "surprise":
+            self.proj = nn.Linear(dim + 1, self.hidden)                         # [norm(h_i), s_i] -> r memory channels
+            g = torch.Generator().manual_seed(seed)
+            with torch.no_grad():
+                self.proj.weight[:, :dim].copy_(torch.randn(self.hidden, dim, generator=g) * dim ** -0.5)
+                self.proj.weight[:, dim] = 1.0                                  # each channel starts as the surprise
+                self.proj.bias.zero_()
+            self.net = nn.Linear(dim + 1 + self.hidden, 1)                      # [norm(h_j), s_j, m_j] -> V_j
             last = self.net
         else:
             self.net = nn.Sequential(nn.Linear(dim, self.hidden), nn.SiLU(), nn.Linear(self.hidden, 1))
@@ -43,9 +53,20 @@ class ValueHead(nn.Module):
         nn.init.zeros_(last.weight); nn.init.zeros_(last.bias)
         self.float()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        "Values `[B, S]` (float32) of normalised hidden states `[B, S, D]`."
-        return self.net(x.float()).squeeze(-1)
+    def forward(self, x: torch.Tensor, surprise: torch.Tensor | None = None, token_mask: torch.Tensor | None = None) -> torch.Tensor:
+        "Values `[B, S]` (float32) of normalised hidden states `[B, S, D]` (`surprise`: also the surprise `[B, S]` and output-token mask `[B, S]`)."
+        if not self.reads_tokens:
+            return self.net(x.float()).squeeze(-1)
+        if surprise is None or token_mask is None:
+            raise ValueError("value head 'surprise': needs `surprise` and `token_mask` [B, S] (MetaLlamaMTPAdapter.value_forward(h, "
+                             "input_ids, token_mask) computes them)")
+        if surprise.shape != x.shape[:-1] or token_mask.shape != x.shape[:-1]:
+            raise ValueError(f"value head 'surprise': surprise {tuple(surprise.shape)} and token_mask {tuple(token_mask.shape)} "
+                             f"must be [B, S] = {tuple(x.shape[:-1])}")
+        f = torch.cat([x.float(), surprise.float()[..., None]], -1)            # [B, S, D+1]
+        z = torch.where(token_mask.bool()[..., None], self.proj(f), torch.finfo(torch.float32).min)
+        m = torch.cummax(z, dim=-2).values.clamp_min(0.0)                      # [B, S, r]: max over output tokens i <= j
+        return self.net(torch.cat([f, m], -1)).squeeze(-1)
 
 # %% ../nbs/02_model.ipynb #e1779f60
 @dataclass
@@ -199,17 +220,43 @@ class MetaLlamaMTPAdapter(nn.Module):
         "Normalised trunk hidden states norm(h) `[B, S, D]` (the critic's input)."
         return self.model.norm(self.trunk_states(input_ids, attention_mask))
 
-    def value_forward(self, h: torch.Tensor) -> torch.Tensor:
-        "Values `[B, S]` (float32) of the value head on norm(h); h is the raw trunk output."
+    @torch.no_grad()
+    def token_surprise(self, h: torch.Tensor, input_ids: torch.Tensor, chunk_rows: int = 2048) -> torch.Tensor:
+        "s_j = −log p_head0(x_j | x_<j) `[B, S]` float32 (s_0 = 0), no gradient: how unexpected the token state j has read was to the policy."
+        hs = self.head_states(h.detach(), 0)                                    # [B, S, D]
+        B, S, D = hs.shape
+        x, tgt = hs[:, :-1].reshape(-1, D), input_ids[:, 1:].reshape(-1).to(hs.device)
+        parts = []
+        for i in range(0, x.shape[0], chunk_rows):                              # [rows, V] logits a chunk at a time
+            lg = self.model.output(x[i:i + chunk_rows]).float()
+            parts.append(torch.logsumexp(lg, -1) - lg.gather(-1, tgt[i:i + chunk_rows, None])[:, 0])
+        s = torch.zeros(B, S, dtype=torch.float32, device=hs.device)
+        if S > 1: s[:, 1:] = torch.cat(parts).view(B, S - 1)
+        return s
+
+    def value_inputs(self, h: torch.Tensor, input_ids: torch.Tensor | None = None,
+                     token_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        "What the value head reads besides norm(h): nothing (`linear`, `mlp`), or (`surprise`) `token_surprise` and the output-token mask `[B, S]` (None: every token)."
+        if self.value_head is None or not getattr(self.value_head, "reads_tokens", False): return {}
+        if input_ids is None:
+            raise ValueError(f"value head {self.value_head.kind!r} reads the policy's surprise at each token: pass input_ids "
+                             f"(and token_mask = labels != -100) to value_forward / value_inputs")
+        tm = torch.ones_like(input_ids, dtype=torch.bool) if token_mask is None else token_mask.bool()
+        return {"surprise": self.token_surprise(h, input_ids), "token_mask": tm.to(h.device)}
+
+    def value_forward(self, h: torch.Tensor, input_ids: torch.Tensor | None = None, token_mask: torch.Tensor | None = None,
+                      inputs: dict | None = None) -> torch.Tensor:
+        "Values `[B, S]` (float32) of the value head on norm(h) (h: the raw trunk output); `input_ids`, `token_mask` (labels != -100) or precomputed `inputs` for the `surprise` head."
         if self.value_head is None:
             raise RuntimeError("this adapter has no value head (load it with initialize_value_head=True)")
-        return self.value_head(self.model.norm(h))
+        if inputs is None: inputs = self.value_inputs(h, input_ids, token_mask)
+        return self.value_head(self.model.norm(h), **inputs)
 
     def full_forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> MTPOutput:
-        "All heads' logits `[B, S, H, V]` (trunk run once) and the values `[B, S]` when there is a value head."
+        "All heads' logits `[B, S, H, V]` (trunk run once) and the values `[B, S]` when there is a value head (`surprise`: every token counted as output)."
         h = self.trunk_states(input_ids, attention_mask)
         logits = torch.stack([self.head_forward(h, k, attention_mask) for k in range(self.n_future_tokens)], dim=2)
-        values = self.value_forward(h) if self.value_head is not None else None
+        values = self.value_forward(h, input_ids) if self.value_head is not None else None
         return MTPOutput(logits, values)
 
     forward = full_forward

@@ -135,10 +135,11 @@ class CriticStage(Stage):
     def _values(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         "(values `[B, S]` with a graph into the value head only, output states `[B, S]`, rewards `[B]`)."
         dev = self.info.device
-        ids, states = batch["input_ids"].to(dev), output_states(batch["labels"].to(dev) != -100)
+        ids, out_tok = batch["input_ids"].to(dev), batch["labels"].to(dev) != -100
+        states = output_states(out_tok)
         with autocast(dev, self.cfg.runtime.dtype):
             with torch.no_grad(): h = self.adapter.trunk_states(ids)            # [B, S, D], no gradient to the policy
-            values = self.adapter.value_forward(h.detach()).float()            # [B, S]: V_j from h_j
+            values = self.adapter.value_forward(h.detach(), ids, out_tok).float()   # [B, S]: V_j from h_j (and states <= j)
         return values, states, _rewards(batch, self.cfg, dev)
 
     def micro_step(self, batch: dict, counts: dict[str, torch.Tensor], scale: float) -> dict[str, float]:
@@ -199,9 +200,10 @@ class VerifiableStage(Stage):
         sc = scale if step_wide else 1.0 / self.cfg.training.grad_accum
         with autocast(dev, self.cfg.runtime.dtype):
             trunk = trunk_pass(self.adapter, ids)
-            values = self.adapter.value_forward(trunk.x).float()               # [B, S]: V_j from h_j
+            vin = self.adapter.value_inputs(trunk.x, ids, batch["labels"].to(dev) != -100)   # {} unless the head reads tokens
+            values = self.adapter.value_forward(trunk.x, inputs=vin).float()   # [B, S]: V_j from h_j (and states <= j)
             tdw = self._weights(values, batch, update_stats=True)
-            old = self.anchor(self.adapter.model.norm(trunk.x.detach())).float() if w.value_clip_range is not None else None
+            old = self.anchor(self.adapter.model.norm(trunk.x.detach()), **vin).float() if w.value_clip_range is not None else None
             vl = value_loss(values, tdw.returns, tdw.state_mask, old_values=old, clip_range=w.value_clip_range,
                             denominator=counts["states"] if step_wide else None)
             (w.value_coef * vl * sc).backward()                                 # the stage's own loss, beside the MTP loss
@@ -219,7 +221,7 @@ class VerifiableStage(Stage):
         ids, tg = batch["input_ids"].to(dev), self.targets(batch)
         with autocast(dev, self.cfg.runtime.dtype):
             trunk = trunk_pass(self.adapter, ids, backward=False)
-            values = self.adapter.value_forward(trunk.x).float()
+            values = self.adapter.value_forward(trunk.x, ids, batch["labels"].to(dev) != -100).float()
             heads = self._weights(values, batch, update_stats=False).heads
             p = mtp_heads_loss(self.adapter, trunk.x, tg, FixedWeights(heads), backward=False, impl=self.impl)
         states = output_states(batch["labels"].to(dev) != -100)

@@ -58,7 +58,7 @@ def build_adapter(cfg: Config, device: torch.device) -> nn.Module:
                                                  next_token_only=True)
     elif (init := resolve_init(cfg)) is not None:                            # a LoRA checkpoint comes merged
         base = init
-        ad = MetaLlamaMTPAdapter.from_pretrained(init, device=device, dtype=torch.float32)
+        ad = MetaLlamaMTPAdapter.from_pretrained(init, device=device, dtype=torch.float32, value_head=cfg.models.value_head)
         if STAGES[stage].needs_value_head and ad.value_head is None:
             if stage == "verifiable": raise ValueError(f"verifiable: {init} has no value head (is it a critic checkpoint?)")
             ad.value_head = ValueHead(ad.dim, cfg.models.value_head).to(device)
