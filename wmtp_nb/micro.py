@@ -145,7 +145,7 @@ def build_synthetic_base(storage_root: str | Path | None = None, force: bool = F
     if verbose:
         n = json.loads((out / "metadata.json").read_text())["n_params"]
         print(f"{spec['name']}: {spec['vocab_size']}-piece tokenizer + {n / 1e6:.2f} M-parameter MTP model in "
-              f"{seconds['total']:.1f}s ({out})")
+              f"{seconds['total']:.1f}s ({out.parent.name}/{out.name})")
     return {"path": out, "built": True, "seconds": seconds}
 
 # %% ../nbs/04_micro.ipynb #7d4a9b32
