@@ -16,6 +16,7 @@ from vendor.meta_llama.model import ModelArgs, Transformer, ffn_hidden_dim
 from .config import Config, LoraConfig, model_path, runs_root
 from .loss import default_chunk_rows
 from .model_io import args_from_hf_config
+from .model import ValueHead
 
 # %% auto #0
 __all__ = ['CE_CHUNK_ELEMENTS', 'GiB', 'PUBLISHED_SHAPES', 'count_parameters', 'block_activation_bytes', 'lora_parameters',
@@ -224,9 +225,7 @@ def plan_for_config(cfg: Config, world_size: int = 1, device_type: str = "cuda")
         args, _ = _model_args(cfg, str(init_dir) if init_dir else cfg.models.policy, notes)
     vh = 0
     if stage in ("critic", "verifiable"):
-        D = args.dim
-        vh = {"linear": D + 1, "mlp": D * max(D // 4, 16) + 2 * max(D // 4, 16) + 1,
-              "surprise": 16 * (D + 1) + 16 + (D + 1 + 16) + 1}[cfg.models.value_head]   # ValueHead's parameters
+        vh = sum(p.numel() for p in ValueHead(args.dim, cfg.models.value_head).parameters())   # counted, not re-derived
     ref_args, ref_bytes = None, 4
     if stage == "rho1" and not cfg.rho1.reference_cache and cfg.models.reference:
         ref_args, ref_bytes = _model_args(cfg, cfg.models.reference, notes)
