@@ -3,36 +3,35 @@ size (RSS) beside what the allocator has handed out (glibc `mallinfo2`: heap in 
 every 2 ms in a background thread during the second step (the first creates the AdamW state).
 
     .venv/bin/python bench/step_memory.py                         # fused-ckpt-fp32 and fused-fp32
-    MALLOC_MMAP_THRESHOLD_=4194304 .venv/bin/python bench/step_memory.py --modes fused-ckpt-fp32
+    .venv/bin/python bench/step_memory.py --modes fused-ckpt-fp32@glibc,fused-ckpt-fp32
 
-The gap between RSS and the allocator's figure is freed memory that glibc keeps in its heap (its dynamic mmap
-threshold rises to 32 MB after the first large free, so every tensor below that is carved from the heap, and freed
-holes between live tensors cannot be returned to the system). Linux + glibc only.
+Each mode runs with the training loop's CPU heap policy (`runtime.release_cpu_heap`, `wmtp_nb.cpu_heap`), or with
+glibc's default settings when suffixed `@glibc`. There, the gap between RSS and the allocator's figure is freed
+memory that glibc keeps in its heap (its dynamic mmap threshold rises to 32 MB after the first large free, so every
+tensor below that is carved from the heap, and freed holes between live tensors cannot be returned to the system).
+Linux + glibc only.
 """
-import argparse, collections, ctypes, os, resource, subprocess, sys, threading, time
+import argparse, collections, os, resource, subprocess, sys, threading, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT)); sys.path.insert(0, str(ROOT / "bench"))
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
-
-
 def run(mode: str, a) -> None:
-    import torch
     import train_step as ts
     import wmtp_nb.mtp_loss as ml
-    libc = ctypes.CDLL("libc.so.6"); libc.mallinfo2.restype = _MallInfo2
+    from wmtp_nb.cpu_heap import configure_cpu_heap, heap_stats, rss_mb
+    mode, _, heap = mode.partition("@")
+    configure_cpu_heap(heap != "glibc")
     ad, ids, tg, ref = ts.setup(a, ckpt="trunk" if "-ckpt-" in mode else "all" if "-ckptall-" in mode else "")
     step = ts.make_step(mode, ad, ids, tg, ref, {})
     trace, phase, stop = [], ["start"], threading.Event()
 
     def sample():
         while not stop.is_set():
-            m = libc.mallinfo2()
-            trace.append((phase[0], ts.rss_mb(), (m.uordblks + m.hblkhd) / 2**20, m.arena / 2**20, m.hblkhd / 2**20))
+            h = heap_stats()
+            trace.append((phase[0], rss_mb(), h.handed_out, h.in_use + h.free, h.mmapped))
             time.sleep(0.002)
     trunk_pass, trunk_backward = ml.trunk_pass, ml.TrunkPass.backward       # phase markers around the loss's parts
 
@@ -42,13 +41,13 @@ def run(mode: str, a) -> None:
     def marked_backward(self):
         phase[0] = "trunk backward"; trunk_backward(self); phase[0] = "optimizer step"
     ml.trunk_pass, ml.TrunkPass.backward = marked_trunk_pass, marked_backward
-    before = ts.rss_mb()
+    before = rss_mb()
     step()                                                                  # warm-up: creates the AdamW state
     threading.Thread(target=sample, daemon=True).start()
     step(); stop.set(); time.sleep(0.01)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\n{mode}: RSS before the first step {before:.0f} MB, peak RSS of the process {peak:.0f} MB"
-          f" (MALLOC_MMAP_THRESHOLD_={os.environ.get('MALLOC_MMAP_THRESHOLD_', 'glibc default')})")
+          f" ({'glibc defaults' if heap == 'glibc' else 'runtime.release_cpu_heap'})")
     print("| phase (second step) | max RSS MB | max allocated MB (heap in use + mmapped) | heap arena MB | mmapped MB |")
     print("|---|---|---|---|---|")
     agg = collections.OrderedDict()
@@ -60,7 +59,7 @@ def run(mode: str, a) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--modes", default="fused-ckpt-fp32,fused-fp32")
+    ap.add_argument("--modes", default="fused-ckpt-fp32@glibc,fused-ckpt-fp32,fused-fp32")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     cfg = argparse.Namespace(dim=512, trunk=4, heads=4, n_heads=8, vocab=32000, batch=4, seq=512, threads=2)

@@ -19,6 +19,9 @@ Modes (loss implementation, optimiser, dtype):
   rho1-efficient-fp32   Rho-1 step, reference CE cached (a tensor), main's loss and AdamW                  (before)
   rho1-fused-fp32, rho1-fused-bf16                                                                          (after)
 Before issue 16, `runtime.dtype: bfloat16` was ignored on CPU: main's bf16 step is its fp32 step.
+Every mode runs with the training loop's CPU heap policy (`runtime.release_cpu_heap`, `wmtp_nb.cpu_heap`: an 8 MiB
+mmap threshold, freed heap returned after each head's backward); a mode with the suffix `@glibc` (`naive-fp32@glibc`)
+runs with glibc's default allocator settings instead, the comparison for that policy.
 
 Per mode, from `rounds` fresh processes (one per round, modes alternated, the order rotated each round), each running
 a warm-up step and `steps` timed steps: seconds per step (best over every timed step: the machine is shared, the best
@@ -37,14 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ["naive-fp32", "efficient-fp32", "fused-fp32", "fused-ckpt-fp32", "fused-ckptall-fp32", "fused-recompute-fp32", "fused-bf16",
          "rho1-efficient-fp32", "rho1-fused-fp32", "rho1-fused-bf16"]
-DEFAULT_MODES = [m for m in MODES if m not in ("fused-recompute-fp32", "fused-ckptall-fp32")]
-
-
-def rss_mb() -> float:
-    "Current resident set size (MB)."
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"): return int(line.split()[1]) / 1024
-    return float("nan")
+DEFAULT_MODES = [m for m in MODES if m not in ("fused-recompute-fp32", "fused-ckptall-fp32")] + ["naive-fp32@glibc", "fused-ckpt-fp32@glibc"]
 
 
 def step_gemms(a) -> list[tuple[int, int, int, int, int]]:
@@ -126,7 +122,10 @@ def run_mode(mode: str, a) -> dict:
     "In this (fresh) process: RSS before the first step, a warm-up step, `steps` timed steps (wall and CPU time), the"
     " peak RSS, then the GEMM rates of the step's shapes in the mode's dtype (after the peak is read)."
     import torch
+    from wmtp_nb.cpu_heap import configure_cpu_heap, rss_mb
     load = os.getloadavg()[0]
+    mode, _, heap = mode.partition("@")
+    configure_cpu_heap(heap != "glibc")                                     # what train() does on CPU, unless @glibc
     ad, ids, tg, ref = setup(a, ckpt="trunk" if "-ckpt-" in mode else "all" if "-ckptall-" in mode else "")
     step = make_step(mode, ad, ids, tg, ref, {})
     before = rss_mb()
@@ -138,7 +137,7 @@ def run_mode(mode: str, a) -> dict:
         wall.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gflop, roof_s = gemm_roofline_s(a, torch.bfloat16 if mode.endswith("bf16") else torch.float32)
-    return {"mode": mode, "load": load, "wall": wall, "cpu": cpu, "rss_before_mb": before, "peak_rss_mb": peak,
+    return {"mode": mode + (f"@{heap}" if heap else ""), "load": load, "wall": wall, "cpu": cpu, "rss_before_mb": before, "peak_rss_mb": peak,
             "first_loss": first, "gflop": gflop, "roof_s": roof_s}
 
 
@@ -202,7 +201,12 @@ def report(res: dict[str, dict], modes: list[str], title: str) -> None:
           f"rise above the pre-step RSS {m('fused-fp32', 'naive-fp32', rise):.2f}x, with checkpointing "
           f"{m('fused-ckpt-fp32', 'naive-fp32', rise):.2f}x; fused-fp32 / efficient-fp32 (before) peak "
           f"{m('fused-fp32', 'efficient-fp32', peak):.2f}x")
-    fp32 = [res[x]["first_loss"] for x in modes if x.endswith("fp32") and not x.startswith("rho1")]
+    print(f"memory with glibc's default heap settings (@glibc, no runtime.release_cpu_heap): fused-ckpt-fp32 / naive-fp32 "
+          f"{m('fused-ckpt-fp32@glibc', 'naive-fp32@glibc', peak):.2f}x; the policy's effect: fused-ckpt-fp32 "
+          f"{m('fused-ckpt-fp32', 'fused-ckpt-fp32@glibc', peak):.2f}x, naive-fp32 {m('naive-fp32', 'naive-fp32@glibc', peak):.2f}x "
+          f"peak RSS; CPU time fused-ckpt-fp32 {m('fused-ckpt-fp32', 'fused-ckpt-fp32@glibc', lambda r: r['cpu_s_best']):.2f}x, "
+          f"naive-fp32 {m('naive-fp32', 'naive-fp32@glibc', lambda r: r['cpu_s_best']):.2f}x")
+    fp32 = [res[x]["first_loss"] for x in modes if "fp32" in x and not x.startswith("rho1")]
     assert max(fp32) - min(fp32) < 1e-3, f"float32 first losses disagree: {fp32}"
     for x in modes:
         y = x.replace("bf16", "fp32")
@@ -223,8 +227,8 @@ def main():
     a = ap.parse_args()
     modes = [m for m in a.modes.split(",") if m]
     if a.child == "run": print(json.dumps(run_mode(modes[0], a))); return
-    bad = [m for m in modes if m not in MODES]
-    if bad: raise SystemExit(f"--modes: unknown {bad}; choose from {MODES}")
+    bad = [m for m in modes if m.partition("@")[0] not in MODES or m.partition("@")[2] not in ("", "glibc")]
+    if bad: raise SystemExit(f"--modes: unknown {bad}; choose from {MODES}, each optionally with the suffix @glibc")
     print(f"config: dim {a.dim}, {a.trunk} trunk + {a.heads} head blocks, {a.n_heads} attention heads, vocab {a.vocab}, "
           f"batch {a.batch}x{a.seq}, {a.threads} threads, CPU; each mode in a fresh process per round ({a.rounds} rounds, "
           f"modes alternated, order rotated), a warm-up step then {a.steps} timed steps per process")

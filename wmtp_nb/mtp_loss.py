@@ -12,6 +12,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from .cpu_heap import release_freed_heap
 from .loss import head_cross_entropy
 from .weighting import per_token_ce, rho1_weights
 
@@ -99,7 +100,9 @@ def mtp_heads_loss(adapter: nn.Module, x: Tensor, targets: Tensor, weight_fn: We
         weigh = partial(weight_fn, k) if reads_ce else None                               # ce_k -> w_k
         wsum, ce_k, w_k = head_ce(adapter.model.output, adapter.head_states(x, k), targets[..., k], fixed, weigh)
         loss_k = wsum / denom
-        if backward: (loss_k * scale).backward()                               # head k's graph freed here
+        if backward:
+            (loss_k * scale).backward()                                         # head k's graph freed here
+            release_freed_heap(x.device)                                        # CPU: its pages too (cpu_heap)
         loss = loss + loss_k.detach()
         ces.append(ce_k); ws.append(torch.ones_like(ce_k) if w_k is None else w_k.detach().float())
     return MTPPass(loss, torch.stack(ces, -1), torch.stack(ws, -1), mask)
