@@ -3,10 +3,11 @@ size (RSS) beside what the allocator has handed out (glibc `mallinfo2`: heap in 
 every 2 ms in a background thread during the second step (the first creates the AdamW state).
 
     .venv/bin/python bench/step_memory.py                         # fused-ckpt-fp32 and fused-fp32
-    .venv/bin/python bench/step_memory.py --modes fused-ckpt-fp32@glibc,fused-ckpt-fp32
+    .venv/bin/python bench/step_memory.py --modes fused-ckpt-fp32@glibc,fused-ckpt-fp32,fused-ckpt-fp32@mmap8
 
 Each mode runs with the training loop's CPU heap policy (`runtime.release_cpu_heap`, `wmtp_nb.cpu_heap`), or with
-glibc's default settings when suffixed `@glibc`. There, the gap between RSS and the allocator's figure is freed
+glibc's default settings when suffixed `@glibc`, or with the policy and a fixed 8 MiB mmap threshold when suffixed
+`@mmap8` (train_step.py's suffixes). With glibc's defaults, the gap between RSS and the allocator's figure is freed
 memory that glibc keeps in its heap (its dynamic mmap threshold rises to 32 MB after the first large free, so every
 tensor below that is carved from the heap, and freed holes between live tensors cannot be returned to the system).
 Linux + glibc only.
@@ -23,7 +24,7 @@ def run(mode: str, a) -> None:
     import wmtp_nb.mtp_loss as ml
     from wmtp_nb.cpu_heap import configure_cpu_heap, heap_stats, rss_mb
     mode, _, heap = mode.partition("@")
-    configure_cpu_heap(heap != "glibc")
+    configure_cpu_heap(*ts.HEAP_POLICIES[heap])
     ad, ids, tg, ref = ts.setup(a, ckpt="trunk" if "-ckpt-" in mode else "all" if "-ckptall-" in mode else "")
     step = ts.make_step(mode, ad, ids, tg, ref, {})
     trace, phase, stop = [], ["start"], threading.Event()
@@ -47,7 +48,7 @@ def run(mode: str, a) -> None:
     step(); stop.set(); time.sleep(0.01)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"\n{mode}: RSS before the first step {before:.0f} MB, peak RSS of the process {peak:.0f} MB"
-          f" ({'glibc defaults' if heap == 'glibc' else 'runtime.release_cpu_heap'})")
+          f" ({dict(glibc='glibc defaults', mmap8='runtime.release_cpu_heap + 8 MiB mmap threshold').get(heap, 'runtime.release_cpu_heap')})")
     print("| phase (second step) | max RSS MB | max allocated MB (heap in use + mmapped) | heap arena MB | mmapped MB |")
     print("|---|---|---|---|---|")
     agg = collections.OrderedDict()
@@ -59,7 +60,7 @@ def run(mode: str, a) -> None:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--modes", default="fused-ckpt-fp32@glibc,fused-ckpt-fp32,fused-fp32")
+    ap.add_argument("--modes", default="fused-ckpt-fp32@glibc,fused-ckpt-fp32,fused-ckpt-fp32@mmap8,fused-fp32")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     cfg = argparse.Namespace(dim=512, trunk=4, heads=4, n_heads=8, vocab=32000, batch=4, seq=512, threads=2)

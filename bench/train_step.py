@@ -19,9 +19,10 @@ Modes (loss implementation, optimiser, dtype):
   rho1-efficient-fp32   Rho-1 step, reference CE cached (a tensor), main's loss and AdamW                  (before)
   rho1-fused-fp32, rho1-fused-bf16                                                                          (after)
 Before issue 16, `runtime.dtype: bfloat16` was ignored on CPU: main's bf16 step is its fp32 step.
-Every mode runs with the training loop's CPU heap policy (`runtime.release_cpu_heap`, `wmtp_nb.cpu_heap`: an 8 MiB
-mmap threshold, freed heap returned after each head's backward); a mode with the suffix `@glibc` (`naive-fp32@glibc`)
-runs with glibc's default allocator settings instead, the comparison for that policy.
+Every mode runs with the training loop's CPU heap policy (`runtime.release_cpu_heap`, `wmtp_nb.cpu_heap`: the freed
+heap returned to the system after each head's backward; the naive loss has no per-head backward, so it is untouched);
+the suffix `@glibc` (`fused-ckpt-fp32@glibc`) runs a mode with glibc's default allocator settings instead, `@mmap8` with
+the policy and a fixed 8 MiB mmap threshold (`configure_cpu_heap(True, 8)`).
 
 Per mode, from `rounds` fresh processes (one per round, modes alternated, the order rotated each round), each running
 a warm-up step and `steps` timed steps: seconds per step (best over every timed step: the machine is shared, the best
@@ -40,7 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ["naive-fp32", "efficient-fp32", "fused-fp32", "fused-ckpt-fp32", "fused-ckptall-fp32", "fused-recompute-fp32", "fused-bf16",
          "rho1-efficient-fp32", "rho1-fused-fp32", "rho1-fused-bf16"]
-DEFAULT_MODES = [m for m in MODES if m not in ("fused-recompute-fp32", "fused-ckptall-fp32")] + ["naive-fp32@glibc", "fused-ckpt-fp32@glibc"]
+DEFAULT_MODES = [m for m in MODES if m not in ("fused-recompute-fp32", "fused-ckptall-fp32")] + ["fused-ckpt-fp32@glibc"]
+HEAP_POLICIES = {"": (True, None), "glibc": (False, None), "mmap8": (True, 8)}  # mode suffix -> configure_cpu_heap's arguments
 
 
 def step_gemms(a) -> list[tuple[int, int, int, int, int]]:
@@ -125,7 +127,7 @@ def run_mode(mode: str, a) -> dict:
     from wmtp_nb.cpu_heap import configure_cpu_heap, rss_mb
     load = os.getloadavg()[0]
     mode, _, heap = mode.partition("@")
-    configure_cpu_heap(heap != "glibc")                                     # what train() does on CPU, unless @glibc
+    configure_cpu_heap(*HEAP_POLICIES[heap])                                 # no suffix: what train() does on CPU
     ad, ids, tg, ref = setup(a, ckpt="trunk" if "-ckpt-" in mode else "all" if "-ckptall-" in mode else "")
     step = make_step(mode, ad, ids, tg, ref, {})
     before = rss_mb()
@@ -201,11 +203,11 @@ def report(res: dict[str, dict], modes: list[str], title: str) -> None:
           f"rise above the pre-step RSS {m('fused-fp32', 'naive-fp32', rise):.2f}x, with checkpointing "
           f"{m('fused-ckpt-fp32', 'naive-fp32', rise):.2f}x; fused-fp32 / efficient-fp32 (before) peak "
           f"{m('fused-fp32', 'efficient-fp32', peak):.2f}x")
-    print(f"memory with glibc's default heap settings (@glibc, no runtime.release_cpu_heap): fused-ckpt-fp32 / naive-fp32 "
-          f"{m('fused-ckpt-fp32@glibc', 'naive-fp32@glibc', peak):.2f}x; the policy's effect: fused-ckpt-fp32 "
-          f"{m('fused-ckpt-fp32', 'fused-ckpt-fp32@glibc', peak):.2f}x, naive-fp32 {m('naive-fp32', 'naive-fp32@glibc', peak):.2f}x "
-          f"peak RSS; CPU time fused-ckpt-fp32 {m('fused-ckpt-fp32', 'fused-ckpt-fp32@glibc', lambda r: r['cpu_s_best']):.2f}x, "
-          f"naive-fp32 {m('naive-fp32', 'naive-fp32@glibc', lambda r: r['cpu_s_best']):.2f}x")
+    cpu = lambda r: r["cpu_s_best"]
+    for x in ("fused-ckpt-fp32@glibc", "fused-ckpt-fp32@mmap8"):
+        if x in res:
+            print(f"CPU heap policy: {x} / naive-fp32 peak {m(x, 'naive-fp32', peak):.2f}x; runtime.release_cpu_heap (the default) "
+                  f"against {x}: peak RSS {m('fused-ckpt-fp32', x, peak):.2f}x, CPU time {m('fused-ckpt-fp32', x, cpu):.2f}x")
     fp32 = [res[x]["first_loss"] for x in modes if "fp32" in x and not x.startswith("rho1")]
     assert max(fp32) - min(fp32) < 1e-3, f"float32 first losses disagree: {fp32}"
     for x in modes:
@@ -227,8 +229,8 @@ def main():
     a = ap.parse_args()
     modes = [m for m in a.modes.split(",") if m]
     if a.child == "run": print(json.dumps(run_mode(modes[0], a))); return
-    bad = [m for m in modes if m.partition("@")[0] not in MODES or m.partition("@")[2] not in ("", "glibc")]
-    if bad: raise SystemExit(f"--modes: unknown {bad}; choose from {MODES}, each optionally with the suffix @glibc")
+    bad = [m for m in modes if m.partition("@")[0] not in MODES or m.partition("@")[2] not in HEAP_POLICIES]
+    if bad: raise SystemExit(f"--modes: unknown {bad}; choose from {MODES}, each optionally with the suffix @glibc or @mmap8")
     print(f"config: dim {a.dim}, {a.trunk} trunk + {a.heads} head blocks, {a.n_heads} attention heads, vocab {a.vocab}, "
           f"batch {a.batch}x{a.seq}, {a.threads} threads, CPU; each mode in a fresh process per round ({a.rounds} rounds, "
           f"modes alternated, order rotated), a warm-up step then {a.steps} timed steps per process")

@@ -62,15 +62,16 @@ M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 
 _release = False  # set by configure_cpu_heap: whether release_freed_heap trims
 
-# %% ../nbs/11b_cpu_heap.ipynb #b81c6dbd
-def configure_cpu_heap(release: bool, mmap_threshold_mb: float = 8) -> bool:
-    "Process-wide: with `release`, blocks ≥ `mmap_threshold_mb` are mmapped and `release_freed_heap` trims the heap. Whether it is on (False without glibc)."
+# %% ../nbs/11b_cpu_heap.ipynb #c91bea48
+def configure_cpu_heap(release: bool, mmap_threshold_mb: float | None = None) -> bool:
+    "Process-wide: with `release`, `release_freed_heap` trims glibc's heap; `mmap_threshold_mb` also fixes the mmap threshold (None: glibc's own). Whether it is on (False without glibc)."
     global _release
     lib = glibc()
-    if mmap_threshold_mb <= 0: raise ValueError(f"configure_cpu_heap: mmap_threshold_mb must be > 0, got {mmap_threshold_mb}")
+    if mmap_threshold_mb is not None and not 0 < mmap_threshold_mb <= 32:
+        raise ValueError(f"configure_cpu_heap: mmap_threshold_mb must lie in (0, 32] (glibc's maximum), got {mmap_threshold_mb}")
     _release = bool(release and lib is not None)
-    if _release and not lib.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold_mb * 2**20)):   # also ends glibc's own adjusting
-        raise ValueError(f"configure_cpu_heap: glibc refused an mmap threshold of {mmap_threshold_mb} MB (its maximum is 32 MB)")
+    if _release and mmap_threshold_mb is not None:
+        lib.mallopt(M_MMAP_THRESHOLD, int(mmap_threshold_mb * 2**20))          # also ends glibc's own adjusting
     return _release
 
 # %% ../nbs/11b_cpu_heap.ipynb #980c5b90
