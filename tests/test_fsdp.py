@@ -154,9 +154,10 @@ def test_fsdp_sigkill_resume_is_bit_identical_and_resumes_on_one_rank(assets):
 
 
 def test_fsdp_critic_then_verifiable_then_evaluate(assets):
+    "With the surprise value head (the demo's), whose token surprise runs head 0 through the sharded output projection."
     root, st = assets
     common = {"training.max_steps": 2, "training.save_every": 1, "mlflow.enabled": "false", "runtime.strategy": "fsdp",
-              "runtime.activation_checkpointing": "true", "checkpoint.keep": 1}
+              "runtime.activation_checkpointing": "true", "checkpoint.keep": 1, "models.value_head": "surprise"}
     _ok(run_cli(["--config", "configs/critic.yaml", "--override",
                  *overrides(root, st, **common, **{"experiment.run_name": "fcritic"})], torchrun=2))
     crit = root / "runs" / "fcritic" / "best"
@@ -166,7 +167,7 @@ def test_fsdp_critic_then_verifiable_then_evaluate(assets):
     best = root / "runs" / "fver" / "best"
     from wmtp_nb.model import MetaLlamaMTPAdapter
     ad = MetaLlamaMTPAdapter.from_pretrained(best, device="cpu")
-    assert ad.value_head is not None
+    assert ad.value_head is not None and ad.value_head.kind == "surprise"
     # the critic trained its (zero-initialised) value head, which the verifiable run started from
     assert any(v.abs().sum() > 0 for v in load_file(str(crit / "value_head.safetensors")).values())
     assert "init_from: fcritic" in (root / "runs" / "fver" / "config.yaml").read_text()

@@ -203,7 +203,7 @@ class RuntimeConfig(_Section):
     tf32: bool = True
     activation_checkpointing: bool = True  # recompute the trunk blocks in backward (every block with the naive loss); the 7B needs it at 4 × 2048
     num_threads: Optional[int] = Field(None, ge=1)
-    release_cpu_heap: bool = True  # CPU + glibc: freed memory goes back to the system after each head (wmtp_nb.cpu_heap: peak RSS −8 %, time +3 %)
+    release_cpu_heap: bool = True  # CPU + glibc: freed memory goes back to the system after each head (wmtp_nb.cpu_heap: peak RSS about −10 %)
     memory_check: bool = True  # CUDA: refuse to start when the memory plan exceeds the device's free memory
 
 class CheckpointConfig(_Section):
