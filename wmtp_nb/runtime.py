@@ -212,19 +212,17 @@ def sync_gradients(params: Iterable[nn.Parameter], bucket_mb: float = 25.0) -> i
     return n
 
 # %% ../nbs/11_runtime.ipynb #1727a8b8
-def transformer_blocks(adapter: nn.Module) -> list[nn.Module]:
-    "The transformer blocks of an MTP adapter: trunk and head-0 blocks (`model.layers`) and the extra heads."
+def transformer_blocks(adapter: nn.Module, heads: bool = True) -> list[nn.Module]:
+    "An MTP adapter's transformer blocks: the trunk (`model.layers` but its last), head 0 (`model.layers[-1]`) and the extra heads; the trunk only with `heads=False`."
     model = getattr(adapter, "model", adapter)
-    blocks = list(getattr(model, "layers", [])) + list(getattr(model, "extra_heads", []) or [])
-    if not blocks: raise ValueError(f"{type(adapter).__name__} has no model.layers / model.extra_heads to wrap")
-    return blocks
+    layers, extra = list(getattr(model, "layers", [])), list(getattr(model, "extra_heads", []) or [])
+    if not layers and not extra: raise ValueError(f"{type(adapter).__name__} has no model.layers / model.extra_heads to wrap")
+    return layers + extra if heads else layers[:-1]
 
 def apply_activation_checkpointing(adapter: nn.Module, heads: bool = False) -> int:
     "Recompute the trunk blocks' activations in backward (non-reentrant checkpointing), the head blocks' too with `heads`; returns the count."
     from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing as _apply, checkpoint_wrapper
-    model = getattr(adapter, "model", adapter)
-    trunk = list(getattr(model, "layers", []))[:-1]                            # layers[-1] is head 0
-    blocks = set(map(id, transformer_blocks(adapter) if heads else trunk))
+    blocks = set(map(id, transformer_blocks(adapter, heads)))
     _apply(adapter, checkpoint_wrapper_fn=checkpoint_wrapper, check_fn=lambda m: id(m) in blocks)
     return len(blocks)
 

@@ -178,7 +178,7 @@ def train(cfg: Config, preset: str | None = None) -> dict:
     "Train `cfg.experiment.stage` under the current process group (or alone), as the only writer of its run directory; returns the final metrics on every rank."
     info = init_distributed(cfg.runtime.device)
     configure_backends(cfg.runtime.tf32, cfg.runtime.num_threads)
-    configure_cpu_heap(cfg.runtime.release_cpu_heap and info.device.type == "cpu")
+    configure_cpu_heap(cfg.runtime.release_cpu_heap)                          # release_freed_heap skips non-CPU tensors
     seed_everything(cfg.runtime.seed, info.rank)
     run_name = check_run_name(broadcast_object(cfg.experiment.run_name or default_run_name(cfg, preset)))
     cfg = cfg.model_copy(update={"experiment": cfg.experiment.model_copy(update={"run_name": run_name})})
