@@ -180,32 +180,37 @@ def report(res: dict[str, dict], modes: list[str], title: str) -> None:
     print("The machine is shared (load average in the table; 2 cores): wall-time ratios move with the load, CPU-time ratios "
           f"(process CPU time, all threads; OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'PASSIVE')} in the children, "
           "so waiting threads sleep rather than spin) are the fairer figure under load.")
+    have = lambda *xs: all(x in res for x in xs)
     for key, what in (("cpu_s_best", "CPU time"), ("s_best", "wall time")):
-        t = lambda x, y: res[x][key] / res[y][key] if x in res and y in res else float("nan")
-        print(f"ratios by {what} (best of the steps):")
-        print(f"  fused-fp32 / naive-fp32: time {t('fused-fp32', 'naive-fp32'):.2f}x (target <= 0.6); "
-              f"fused-ckpt-fp32 {t('fused-ckpt-fp32', 'naive-fp32'):.2f}x, every block recomputed "
-              f"{t('fused-ckptall-fp32', 'naive-fp32'):.2f}x")
-        print(f"  fused-bf16 / naive-fp32: time {t('fused-bf16', 'naive-fp32'):.2f}x (target <= 0.3)")
-        print(f"  rho1-fused / fused, same dtype: fp32 {t('rho1-fused-fp32', 'fused-fp32'):.2f}x, "
-              f"bf16 {t('rho1-fused-bf16', 'fused-bf16'):.2f}x (target <= 1.1)")
-        print(f"  before -> after: fp32 step {t('fused-fp32', 'efficient-fp32'):.2f}x main's; bf16 step "
-              f"{t('fused-bf16', 'efficient-fp32'):.2f}x main's (main ran fp32 under runtime.dtype=bfloat16); "
-              f"Rho-1 fp32 {t('rho1-fused-fp32', 'rho1-efficient-fp32'):.2f}x")
-        if "fused-recompute-fp32" in res:
+        t = lambda x, y: res[x][key] / res[y][key]
+        print(f"ratios by {what} (best of the steps):")                    # only the ratios whose modes ran
+        if have("fused-fp32", "naive-fp32"):
+            extra = "".join(f"; {x} {t(x, 'naive-fp32'):.2f}x" for x in ("fused-ckpt-fp32", "fused-ckptall-fp32") if x in res)
+            print(f"  fused-fp32 / naive-fp32: time {t('fused-fp32', 'naive-fp32'):.2f}x (target <= 0.6){extra}")
+        if have("fused-bf16", "naive-fp32"):
+            print(f"  fused-bf16 / naive-fp32: time {t('fused-bf16', 'naive-fp32'):.2f}x (target <= 0.3)")
+        for dt in ("fp32", "bf16"):
+            if have(f"rho1-fused-{dt}", f"fused-{dt}"):
+                print(f"  rho1-fused-{dt} / fused-{dt}: {t(f'rho1-fused-{dt}', f'fused-{dt}'):.2f}x (target <= 1.1)")
+        before = [(x, y, label) for x, y, label in (("fused-fp32", "efficient-fp32", "fp32 step"), ("fused-bf16", "efficient-fp32",
+                  "bf16 step (main ran fp32 under runtime.dtype=bfloat16)"), ("rho1-fused-fp32", "rho1-efficient-fp32", "Rho-1 fp32"))
+                  if have(x, y)]
+        if before:
+            print("  before -> after: " + "; ".join(f"{label} {t(x, y):.2f}x main's" for x, y, label in before))
+        if have("fused-fp32", "fused-recompute-fp32"):
             print(f"  known weights, gradients in the forward pass / recomputed in the backward: "
                   f"{t('fused-fp32', 'fused-recompute-fp32'):.2f}x")
-    m = lambda x, y, f: f(res[x]) / f(res[y]) if x in res and y in res else float("nan")
+    m = lambda x, y, f: f(res[x]) / f(res[y])
     peak, rise = (lambda r: r["peak_rss_mb"]), (lambda r: r["peak_rss_mb"] - r["rss_before_mb"])
-    print(f"memory (peak RSS of a fresh process, median over rounds): fused-fp32 / naive-fp32 {m('fused-fp32', 'naive-fp32', peak):.2f}x "
-          f"(target <= 0.3), with activation checkpointing of the trunk {m('fused-ckpt-fp32', 'naive-fp32', peak):.2f}x, "
-          f"of every block {m('fused-ckptall-fp32', 'naive-fp32', peak):.2f}x; "
-          f"rise above the pre-step RSS {m('fused-fp32', 'naive-fp32', rise):.2f}x, with checkpointing "
-          f"{m('fused-ckpt-fp32', 'naive-fp32', rise):.2f}x; fused-fp32 / efficient-fp32 (before) peak "
-          f"{m('fused-fp32', 'efficient-fp32', peak):.2f}x")
+    if "naive-fp32" in res:
+        parts = [f"{x} / naive-fp32 peak {m(x, 'naive-fp32', peak):.2f}x, rise above the pre-step RSS {m(x, 'naive-fp32', rise):.2f}x"
+                 for x in ("fused-fp32", "fused-ckpt-fp32", "fused-ckptall-fp32") if x in res]
+        if parts: print("memory (peak RSS of a fresh process, median over rounds; target <= 0.3): " + "; ".join(parts))
+    if have("fused-fp32", "efficient-fp32"):
+        print(f"memory before -> after: fused-fp32 / efficient-fp32 peak {m('fused-fp32', 'efficient-fp32', peak):.2f}x")
     cpu = lambda r: r["cpu_s_best"]
     for x in ("fused-ckpt-fp32@glibc", "fused-ckpt-fp32@mmap8"):
-        if x in res:
+        if have(x, "naive-fp32", "fused-ckpt-fp32"):
             print(f"CPU heap policy: {x} / naive-fp32 peak {m(x, 'naive-fp32', peak):.2f}x; runtime.release_cpu_heap (the default) "
                   f"against {x}: peak RSS {m('fused-ckpt-fp32', x, peak):.2f}x, CPU time {m('fused-ckpt-fp32', x, cpu):.2f}x")
     fp32 = [res[x]["first_loss"] for x in modes if "fp32" in x and not x.startswith("rho1")]

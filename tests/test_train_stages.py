@@ -132,6 +132,26 @@ def test_rho1_changed_reference_is_rescored(tmp_path, capsys):
     assert len(cached) == 4, cached                                        # train + valid, for each reference
 
 
+def test_train_applies_the_cpu_heap_policy(assets, monkeypatch):
+    "runtime.release_cpu_heap reaches the loss: on, the freed heap goes back to the system after each head's backward; off, never."
+    import wmtp_nb.mtp_loss as mtp_loss_module
+    from wmtp_nb.cpu_heap import configure_cpu_heap, glibc
+    if glibc() is None: pytest.skip("no glibc malloc_trim here: the policy is a no-op")
+    root, st = assets
+    real, trims = mtp_loss_module.release_freed_heap, []
+    monkeypatch.setattr(mtp_loss_module, "release_freed_heap", lambda device: trims.append(real(device)) or trims[-1])
+    try:
+        for on in (True, False):
+            trims.clear()
+            train(_cfg(root, st, "baseline", **{"experiment.run_name": f"heap-{on}", "training.max_steps": 1,
+                                                "runtime.release_cpu_heap": str(on).lower()}))
+            # one step of one micro-batch (REPEAT: grad_accum 1), 4 heads: one call per head's backward, trimmed only
+            # when on; validation runs no backward and releases nothing
+            assert trims == [on] * 4, (on, trims)
+    finally:
+        configure_cpu_heap(False)                                          # process-wide: leave the default behind
+
+
 def test_bad_config_and_missing_checkpoint(assets):
     root, st = assets
     r = run_cli(["--config", "configs/baseline.yaml", "--override", "training.lrr=1"])
